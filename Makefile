@@ -1,0 +1,33 @@
+# Two commands do all the set-up on a fresh clone with Python 3.11: `make train` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install --quiet --disable-pip-version-check
+DATA   ?=
+ARGS   ?=
+
+.PHONY: train test bench clean
+
+# The stamps make both targets quick once set up; they are redone when setup.cfg changes.
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.installed: setup.cfg pyproject.toml | $(PY)
+	$(PIP) -e .
+	touch $@
+
+$(VENV)/.installed-dev: setup.cfg pyproject.toml | $(PY)
+	$(PIP) -e '.[dev]'
+	touch $@ $(VENV)/.installed
+
+train: $(VENV)/.installed
+	$(PY) -m fastcifar.train $(if $(DATA),--data $(DATA)) $(ARGS)
+
+test: $(VENV)/.installed-dev
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) -m bench.run $(ARGS)
+
+clean:
+	rm -rf $(VENV) *.egg-info

@@ -1,0 +1,132 @@
+"""fastai callbacks of a training run: CPU bf16 autocast, history, checkpoints, plots, results, export."""
+import json, os, random, time, numpy as np, torch
+from contextlib import nullcontext
+from pathlib import Path
+from fastai.callback.core import Callback
+from fastai.interpret import ClassificationInterpretation
+
+__all__ = ['NonFiniteLoss', 'CPUAutocast', 'History', 'Checkpoint', 'RunArtefacts', 'atomic_write',
+           'rng_state', 'set_rng_state', 'plot_curves', 'HISTORY_COLS']
+
+HISTORY_COLS = ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy', 'seconds')
+
+class NonFiniteLoss(RuntimeError):
+    "The training loss became NaN or infinite."
+
+def atomic_write(path, write):
+    "Call `write(tmp_path)`, then rename onto `path`, so a kill at any moment leaves the old file or the new one."
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    try: write(tmp); os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
+
+class CPUAutocast(Callback):
+    "bf16 autocast on the CPU (fastai's `MixedPrecision` is CUDA-only); no grad scaler is needed for bf16."
+    order, run_valid = 10, True
+    def before_batch(self):
+        self.ctx = torch.autocast('cpu', dtype=torch.bfloat16); self.ctx.__enter__()
+    def after_pred(self): self.learn.pred = self.pred.float()
+    def after_loss(self): self.ctx.__exit__(None, None, None); self.ctx = nullcontext()
+    def after_cancel_batch(self): self.ctx.__exit__(None, None, None)
+
+class EpochCallback(Callback):
+    "Calls `epoch_done` after epochs that trained only."
+    # Not for the epochs a resumed `fit` skips (fastai's `SkipToEpoch` cancels them but still calls `after_epoch`,
+    # fastai issue #3780), nor for the `get_preds`/`validate` that an `after_fit` runs.
+    def before_train(self): self._trained = True
+    def after_epoch(self):
+        if getattr(self, '_trained', False): self._trained = False; self.epoch_done()
+    def epoch_done(self): pass
+
+class History(EpochCallback):
+    "One row an epoch (the seed's table): mean train loss, train accuracy, test loss and accuracy, seconds."
+    order, check_every = 65, 25  # after Recorder (50); look for NaN/inf every `check_every` batches
+    def __init__(self, fname='history.csv', rows=None): self.fname, self.rows = fname, list(rows or [])
+    def before_fit(self):
+        self.rows = [r for r in self.rows if r['epoch'] < getattr(self.learn, 'resume_from', 0)]
+    def before_train(self): super().before_train(); self.t0, self.tot, self.n = time.perf_counter(), 0., 0
+    def after_batch(self):
+        if not self.training: return
+        bs = self.yb[0].shape[0]
+        self.tot, self.n = self.tot + self.learn.loss.detach().float()*bs, self.n + bs
+        if self.iter % self.check_every == 0: self._check()
+    def _check(self):
+        # one host sync every `check_every` batches, not one a batch
+        if not torch.isfinite(torch.as_tensor(self.tot)):
+            raise NonFiniteLoss(f'training stopped: the loss became NaN or infinite in epoch {self.epoch+1}; '
+                                f'the last good checkpoint is kept; try a lower --lr or --precision fp32')
+    def epoch_done(self):
+        self._check()
+        rec = dict(zip(self.recorder.metric_names, self.recorder.log))
+        self.rows.append(dict(epoch=self.epoch, train_loss=float(self.tot/max(self.n, 1)),
+                              train_accuracy=float(rec['train_accuracy']), test_loss=float(rec['valid_loss']),
+                              test_accuracy=float(rec['valid_accuracy']), seconds=time.perf_counter()-self.t0))
+        self.save(self.path/self.fname)
+    def save(self, path):
+        lines = [','.join(HISTORY_COLS)] + [','.join(f'{r[c]:.6g}' if isinstance(r[c], float) else str(r[c] + 1)
+                                                      for c in HISTORY_COLS) for r in self.rows]
+        atomic_write(path, lambda p: p.write_text('\n'.join(lines) + '\n'))
+
+def rng_state(learn, aug=None):
+    "Every random state a run consumes: torch, numpy, python, the DataLoaders' and the augmentation's."
+    st = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
+              dls=[dl.rng.getstate() for dl in learn.dls.loaders])
+    if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
+    if aug is not None: st['aug'] = (aug.random_generator.bit_generator.state, aug.py_random.getstate())
+    return st
+
+def set_rng_state(learn, st, aug=None):
+    torch.set_rng_state(st['torch']); np.random.set_state(st['numpy']); random.setstate(st['python'])
+    for dl, s in zip(learn.dls.loaders, st['dls']): dl.rng.setstate(s)
+    if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
+    if aug is not None and 'aug' in st:
+        aug.random_generator.bit_generator.state = st['aug'][0]; aug.py_random.setstate(st['aug'][1])
+
+class Checkpoint(EpochCallback):
+    "After every epoch, atomically save model, optimizer, epoch, random states and history to `fname`."
+    order = 70
+    def __init__(self, fname='checkpoint.pth', aug=None, config=None): self.fname, self.aug, self.config = fname, aug, config
+    def epoch_done(self):
+        state = dict(model=self.model.state_dict(), opt=self.opt.state_dict(), epoch=self.epoch,
+                     n_epoch=self.n_epoch, rng=rng_state(self.learn, self.aug), history=self.history.rows,
+                     config=self.config)
+        atomic_write(self.path/self.fname, lambda p: torch.save(state, p))
+
+def plot_curves(rows, fname):
+    "Loss and accuracy, train and test, over epochs, from the history rows."
+    import matplotlib; matplotlib.use('Agg', force=False)
+    import matplotlib.pyplot as plt
+    ep = [r['epoch'] + 1 for r in rows]
+    fig, axs = plt.subplots(1, 2, figsize=(11, 4))
+    for ax, what in zip(axs, ('loss', 'accuracy')):
+        for split in ('train', 'test'): ax.plot(ep, [r[f'{split}_{what}'] for r in rows], 'o-', ms=3, label=split)
+        ax.set(xlabel='epoch', ylabel=what, title=what); ax.grid(alpha=.3); ax.legend()
+    fig.tight_layout()
+    atomic_write(fname, lambda p: fig.savefig(p, dpi=100, format='png'))
+    plt.close(fig)
+
+class RunArtefacts(EpochCallback):
+    "Curves every epoch; at the end the confusion matrix, `results.json` and the exported Learner."
+    order = 80
+    def __init__(self, info=None, export_fn=None): self.info, self.export_fn = info or {}, export_fn
+    def before_fit(self): self.t0 = time.perf_counter()
+    def epoch_done(self): plot_curves(self.history.rows, self.path/'curves.png')
+    def after_fit(self):
+        rows = self.history.rows
+        if len(rows) < self.n_epoch: return  # interrupted (e.g. NaN): keep the last checkpoint, no final files
+        self.confusion_matrix()
+        accs = [r['test_accuracy'] for r in rows]
+        res = dict(final_test_accuracy=accs[-1], best_test_accuracy=max(accs), best_epoch=accs.index(max(accs))+1,
+                   final_train_accuracy=rows[-1]['train_accuracy'], epochs=len(rows),
+                   train_seconds=sum(r['seconds'] for r in rows),
+                   seconds_per_epoch=sum(r['seconds'] for r in rows)/len(rows), **self.info)
+        atomic_write(self.path/'results.json', lambda p: p.write_text(json.dumps(res, indent=2) + '\n'))
+        if self.export_fn: self.export_fn(self.learn)
+    def confusion_matrix(self):
+        import matplotlib.pyplot as plt
+        interp = ClassificationInterpretation.from_learner(self.learn)
+        interp.plot_confusion_matrix(figsize=(7, 7))
+        fig = plt.gcf()
+        atomic_write(self.path/'confusion_matrix.png', lambda p: fig.savefig(p, dpi=100, format='png', bbox_inches='tight'))
+        plt.close(fig)

@@ -1,0 +1,88 @@
+"""The seed's CIFAR-10 Net, built from one layer table."""
+from collections import OrderedDict
+from torch import nn
+
+__all__ = ['LAYERS', 'Net', 'layer_table', 'n_params', 'summary', 'markdown_table']
+
+# The seed's layer table: (name, op, nf, ks, stride, pad, dilation, groups, bn).
+# `bn=True` means Conv -> BatchNorm -> ReLU -> Dropout(0.05); `bn=False` convs are plain linear
+# projections. The seed gives 193,280 parameters but not which convs lack BatchNorm: leaving it
+# off the two 1x1 channel-squeezing transitions (C2.1, C3.1x1) and the logits conv is the
+# placement that gives exactly that count with these channels. All convs have no bias (BN follows).
+LAYERS = [
+    ('c1.conv1',  'conv', 32, 3, 1, 0, 1, 1,  True),   # 32 -> 30
+    ('c1.conv2',  'conv', 64, 3, 1, 0, 1, 1,  True),   # 30 -> 28
+    ('c1.dilated','conv', 64, 3, 1, 0, 2, 1,  True),   # 28 -> 24, dilation 2
+    ('c2.squeeze','conv', 32, 1, 1, 0, 1, 1,  False),  # 1x1 transition
+    ('c2.dw',     'conv', 32, 3, 1, 1, 1, 32, True),   # depthwise 3x3
+    ('c2.pw',     'conv', 64, 1, 1, 0, 1, 1,  True),   # pointwise 1x1
+    ('c2.conv',   'conv', 64, 3, 1, 0, 1, 1,  True),   # 24 -> 22
+    ('c3.strided','conv', 64, 3, 2, 0, 1, 1,  True),   # 22 -> 10, stride 2
+    ('c3.squeeze','conv', 32, 1, 1, 0, 1, 1,  False),  # 1x1 transition
+    ('c3.pool',   'avg',  32, 2, 2, 0, 1, 1,  False),  # 10 -> 5
+    ('c4.conv1',  'conv', 64, 3, 1, 1, 1, 1,  True),   # 5 -> 5
+    ('c4.conv2',  'conv', 64, 3, 1, 1, 1, 1,  True),   # 5 -> 5
+    ('c4.gap',    'avg',  64, 5, 5, 0, 1, 1,  False),  # 5 -> 1, global average pool
+    ('out.conv',  'conv', 10, 1, 1, 0, 1, 1,  False),  # logits
+]
+DROPOUT = 0.05
+
+def layer_table(ni=3, size=32):
+    "Each layer of `LAYERS` with its input/output channels and size, receptive field and parameters."
+    rows, rf, jump = [], 1, 1
+    for name, op, nf, ks, s, p, d, g, bn in LAYERS:
+        out = (size + 2*p - d*(ks-1) - 1)//s + 1
+        rf, jump = rf + (ks-1)*d*jump, jump*s  # standard recursion: r += (k-1)*d*j; j *= s
+        params = ni*nf*ks*ks//g + 2*nf*bn if op == 'conv' else 0
+        rows.append(dict(name=name, op=op, ni=ni, nf=nf, ks=ks, stride=s, pad=p, dilation=d, groups=g,
+                         bn=bn, size_in=size, size=out, rf=rf, params=params))
+        ni, size = nf, out
+    return rows
+
+def _layer(r):
+    if r['op'] == 'avg': return nn.AvgPool2d(r['ks'], r['stride'])
+    conv = nn.Conv2d(r['ni'], r['nf'], r['ks'], r['stride'], r['pad'], r['dilation'], r['groups'], bias=False)
+    if not r['bn']: return conv
+    return nn.Sequential(conv, nn.BatchNorm2d(r['nf']), nn.ReLU(inplace=True), nn.Dropout(DROPOUT))
+
+class Net(nn.Sequential):
+    "The seed's four-block CNN (dilated, depthwise-separable, strided, GAP): 193,280 parameters."
+    def __init__(self):
+        blocks = {}
+        for r in layer_table():
+            block, name = r['name'].split('.')
+            blocks.setdefault(block, nn.Sequential())
+            blocks[block].add_module(name, _layer(r))
+        super().__init__(OrderedDict(blocks))
+
+    def forward(self, x):  # x: (B,3,32,32) -> (B,10) logits
+        return super().forward(x).flatten(1)
+
+def n_params(model):
+    "Number of trainable parameters."
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+_COLS = ('layer', 'type', 'kernel', 'stride', 'pad', 'dilation', 'output', 'channels', 'RF', 'params')
+
+def _cells(r):
+    kind = 'AvgPool' if r['op'] == 'avg' else ('Conv dw' if r['groups'] > 1 else 'Conv') + ('+BN' if r['bn'] else '')
+    return (r['name'], kind, f"{r['ks']}x{r['ks']}", r['stride'], r['pad'], r['dilation'],
+            f"{r['size']}x{r['size']}", r['nf'], r['rf'], f"{r['params']:,}")
+
+def summary():
+    "The layer table as aligned text, with totals."
+    rows = [_COLS] + [tuple(map(str, _cells(r))) for r in layer_table()]
+    w = [max(len(r[i]) for r in rows) for i in range(len(_COLS))]
+    lines = ['  '.join(c.rjust(w[i]) if i > 1 else c.ljust(w[i]) for i, c in enumerate(r)) for r in rows]
+    tot = sum(r['params'] for r in layer_table())
+    return '\n'.join(lines + [f'Total trainable parameters: {tot:,}', f"Receptive field: {layer_table()[-1]['rf']}"])
+
+def markdown_table():
+    "The layer table as a Markdown table (the README's architecture table)."
+    rows = [_cells(r) for r in layer_table()]
+    tot = sum(r['params'] for r in layer_table())
+    out = ['| ' + ' | '.join(_COLS) + ' |', '|' + '---|'*len(_COLS)]
+    out += ['| ' + ' | '.join(map(str, r)) + ' |' for r in rows]
+    return '\n'.join(out + [f"| **total** | | | | | | | | | **{tot:,}** |"])
+
+if __name__ == '__main__': print(summary())

@@ -1,0 +1,162 @@
+"""Train the seed's recipe as a fastai Learner: `python -m fastcifar.train --help`."""
+import importlib, json, platform, shutil, sys, time, torch
+from functools import partial
+from pathlib import Path
+from torch import nn
+from fastcore.script import call_parse
+from fastai.learner import Learner
+from fastai.optimizer import OptimWrapper
+from fastai.losses import CrossEntropyLossFlat
+from fastai.metrics import accuracy
+from fastai.torch_core import set_seed
+from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner)
+from fastai.callback.channelslast import ChannelsLast
+from fastai.callback.fp16 import MixedPrecision
+from .model import Net, n_params
+from .data import cifar_dls
+from .sources import DataError
+from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFiniteLoss, set_rng_state
+
+__all__ = ['SEED', 'TrainError', 'seed_opt', 'fit_seed_cycle', 'get_model', 'pick_precision', 'seed_learner',
+           'train', 'main']
+
+# The seed's recipe, each as the seed's PyTorch script set it.
+SEED = dict(
+    epochs=30, bs=128, lr=0.05,  # max LR of the one-cycle schedule
+    wd=1e-4,                     # L2 through the gradient (torch SGD), on every parameter including BN
+    pct_start=0.3, div=25.,      # torch OneCycleLR defaults: warm-up fraction, initial LR = lr/div
+    final_div=1e4,               # torch's final LR = initial LR / final_div (fastai's div_final is lr_max/final)
+    moms=(0.95, 0.85, 0.95),     # momentum cycled inversely to the LR (torch OneCycleLR cycle_momentum)
+)
+
+class TrainError(ValueError):
+    "A bad training argument or run folder: the message is one line saying what to do."
+
+def seed_opt(params, lr=SEED['lr'], **kw):
+    "torch's SGD, as the seed used it: L2 weight decay added to the gradient of every parameter."
+    # fastai's own SGD decouples weight decay and skips BN/bias, which is not the seed's recipe
+    return OptimWrapper(params, opt=torch.optim.SGD, lr=lr, momentum=0.9, **kw)
+
+def fit_seed_cycle(learn, epochs, lr=SEED['lr'], cbs=None, start_epoch=0):
+    "`fit_one_cycle` with torch `OneCycleLR`'s shape (pct_start 0.3, div 25, final div 1e4, momentum 0.85-0.95)."
+    learn.fit_one_cycle(epochs, lr, div=SEED['div'], div_final=SEED['div']*SEED['final_div'],
+                        pct_start=SEED['pct_start'], moms=SEED['moms'], cbs=cbs, start_epoch=start_epoch)
+
+def get_model(spec=None):
+    "An `nn.Module` from 'module' (its `Net`) or 'module:callable'; the seed's `Net` by default."
+    if not spec: return Net()
+    mod, _, name = spec.partition(':')
+    try: obj = getattr(importlib.import_module(mod), name or 'Net')
+    except (ImportError, AttributeError) as e: raise TrainError(f'--model {spec}: cannot load it ({e}); give a module or module:callable that returns an nn.Module') from None
+    m = obj() if callable(obj) and not isinstance(obj, nn.Module) else obj
+    if not isinstance(m, nn.Module): raise TrainError(f'--model {spec}: gave {type(m).__name__}, not an nn.Module')
+    return m
+
+def _cpu_bf16():
+    try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except Exception: return False
+
+def pick_precision(precision='auto', device=None):
+    "The precision to train in: 'auto' is bf16 where the device supports it (fp16 on older GPUs), else fp32."
+    cuda = torch.device(device or ('cuda' if torch.cuda.is_available() else 'cpu')).type == 'cuda'
+    if precision not in ('auto', 'fp32', 'bf16', 'fp16'):
+        raise TrainError(f'--precision {precision}: unknown; choose auto, fp32, bf16 or fp16')
+    if precision == 'auto':
+        if cuda: return 'bf16' if torch.cuda.is_bf16_supported() else 'fp16'
+        return 'bf16' if _cpu_bf16() else 'fp32'
+    if precision == 'fp16' and not cuda: raise TrainError('--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32')
+    return precision
+
+def seed_learner(dls, model=None, wd=SEED['wd'], precision='auto', path='.', channels_last=True):
+    "The seed's Learner: Net, cross-entropy, accuracy, torch SGD with L2 weight decay, in `precision`."
+    learn = Learner(dls, model if model is not None else Net(), loss_func=CrossEntropyLossFlat(),
+                    metrics=accuracy, opt_func=seed_opt, wd=wd, path=path, model_dir='.')
+    learn.recorder.train_metrics = True  # train accuracy per epoch, as the seed's table has it
+    prec = pick_precision(precision, dls.device)
+    cuda = torch.device(dls.device or 'cpu').type == 'cuda'
+    if channels_last: learn.add_cb(ChannelsLast())
+    if prec == 'bf16': learn.add_cb(MixedPrecision(amp_mode='bf16') if cuda else CPUAutocast())
+    if prec == 'fp16': learn.add_cb(MixedPrecision())
+    learn.precision = prec
+    return learn
+
+def _versions():
+    import fastai, albumentations, fastcore, torchvision
+    return dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
+                fastai=fastai.__version__, fastcore=fastcore.__version__, albumentations=albumentations.__version__)
+
+def _device_name(dev):
+    if torch.device(dev).type == 'cuda': return torch.cuda.get_device_name(torch.device(dev))
+    return f'CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
+
+def _check_args(epochs, bs, lr, wd, workers, frac):
+    for name, v, ok in (('epochs', epochs, epochs >= 1), ('bs', bs, bs >= 1), ('lr', lr, lr > 0), ('wd', wd, wd >= 0),
+                        ('workers', workers, workers >= 0), ('frac', frac, 0 < frac <= 1)):
+        if not ok: raise TrainError(f'--{name} {v}: must be {"a positive number" if name != "wd" and name != "workers" else "zero or more"}'
+                                    + (' (0 < frac <= 1)' if name == 'frac' else ''))
+
+def _run_folder(out, resume, overwrite):
+    out = Path(out) if out else Path('runs')/time.strftime('%Y%m%d-%H%M%S')
+    ckpt = out/'checkpoint.pth'
+    if resume:
+        if not ckpt.exists(): raise TrainError(f'--resume: no checkpoint at {ckpt}; start a new run without --resume')
+    elif out.exists() and any(out.iterdir()) and not overwrite:
+        raise TrainError(f'run folder {out} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out')
+    return out, ckpt
+
+def _export(learn):
+    "Write `model.pkl` (fastai `export`) without the training-only callbacks."
+    with learn.removed_cbs([cb for cb in learn.cbs if isinstance(cb, (History, Checkpoint, RunArtefacts, CPUAutocast))]):
+        learn.export('model.pkl')
+
+def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr'], wd=SEED['wd'], seed=42,
+          precision='auto', workers=0, resume=False, model=None, overwrite=False, frac=1.0, show=True):
+    "Train the seed's recipe on CIFAR-10 and write the run folder `out`; returns the Learner."
+    _check_args(epochs, bs, lr, wd, workers, frac)
+    out, ckpt_path = _run_folder(out, resume, overwrite)
+    ckpt = torch.load(ckpt_path, weights_only=False) if resume else None  # our own file, written by Checkpoint
+    cfg = ckpt['config'] if resume else dict(data=None if data is None else str(data), epochs=epochs, bs=bs, lr=lr,
+                                             wd=wd, seed=seed, precision=precision, workers=workers, model=model, frac=frac)
+    set_seed(cfg['seed'], reproducible=True)
+    dls = cifar_dls(cfg['data'], bs=cfg['bs'], workers=cfg['workers'], frac=cfg['frac'], seed=cfg['seed'])
+    dls.train.drop_last = False  # the seed's 391 steps an epoch: the last, partial batch is trained on too
+    mdl = get_model(cfg['model'])
+    if not resume and out.exists() and overwrite: shutil.rmtree(out)
+    out.mkdir(parents=True, exist_ok=True)
+    learn = seed_learner(dls, mdl, cfg['wd'], cfg['precision'], path=out)
+    aug = dls.train.after_item.fs.filter(lambda t: hasattr(t, 'aug')).map(lambda t: t.aug)
+    aug = aug[0] if len(aug) else None
+    info = dict(params=n_params(learn.model), lr=cfg['lr'], bs=cfg['bs'], wd=cfg['wd'], seed=cfg['seed'],
+                device=_device_name(dls.device or 'cpu'), precision=learn.precision, data=dls.source,
+                model=cfg['model'] or 'fastcifar.model:Net', versions=_versions(), command=' '.join(sys.argv))
+    cbs = [History(rows=ckpt['history'] if resume else None), Checkpoint(aug=aug, config=cfg),
+           RunArtefacts(info, export_fn=_export)]
+    learn.resume_from = 0
+    if resume:
+        learn.create_opt()
+        learn.model.load_state_dict(ckpt['model']); learn.opt.load_state_dict(ckpt['opt'])
+        set_rng_state(learn, ckpt['rng'], aug)
+        learn.resume_from = ckpt['epoch'] + 1
+    with (learn.no_bar() if not show else learn.added_cbs([])):
+        fit_seed_cycle(learn, cfg['epochs'], cfg['lr'], cbs=cbs, start_epoch=learn.resume_from)
+    return learn
+
+@call_parse
+def main(
+    data:str=None,        # CIFAR-10: a folder in fastai's layout, a .tgz of it, or cifar-10-batches-py (default: $FASTCIFAR_DATA, else download)
+    out:str=None,         # run folder (default: runs/<date-time>)
+    epochs:int=SEED['epochs'],  # epochs of the one-cycle schedule
+    bs:int=SEED['bs'],    # batch size
+    lr:float=SEED['lr'],  # max learning rate of the one-cycle schedule
+    wd:float=SEED['wd'],  # L2 weight decay (added to every parameter's gradient, as the seed's torch SGD did)
+    seed:int=42,          # random seed
+    precision:str='auto', # auto, fp32, bf16 or fp16 (auto: bf16 where supported)
+    workers:int=0,        # DataLoader worker processes (0 suits a 2-core CPU)
+    resume:bool=False,    # continue the interrupted run in --out from its last checkpoint
+    model:str=None,       # module or module:callable giving an nn.Module (default: the seed's Net)
+    overwrite:bool=False, # replace an existing run in --out
+    frac:float=1.0,       # fraction of each split to use (every 1/frac-th image), for quick runs
+):
+    "Train the seed's CIFAR-10 recipe with fastai and write history, curves, confusion matrix, results and model.pkl."
+    try: train(data, out, epochs, bs, lr, wd, seed, precision, workers, resume, model, overwrite, frac)
+    except (TrainError, DataError, NonFiniteLoss) as e: sys.exit(f'fastcifar.train: error: {e}')
