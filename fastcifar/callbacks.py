@@ -43,8 +43,6 @@ class History(EpochCallback):
     "One row an epoch (the seed's table): mean train loss, train accuracy, test loss and accuracy, seconds."
     order, check_every = 65, 25  # after Recorder (50); look for NaN/inf every `check_every` batches
     def __init__(self, fname='history.csv', rows=None): self.fname, self.rows = fname, list(rows or [])
-    def before_fit(self):
-        self.rows = [r for r in self.rows if r['epoch'] < getattr(self.learn, 'resume_from', 0)]
     def before_train(self): super().before_train(); self.t0, self.tot, self.n = time.perf_counter(), 0., 0
     def after_batch(self):
         if not self.training: return
@@ -106,11 +104,21 @@ def plot_curves(rows, fname):
     atomic_write(fname, lambda p: fig.savefig(p, dpi=100, format='png'))
     plt.close(fig)
 
+class _Confusion(ClassificationInterpretation):
+    "fastai's confusion-matrix plot over a matrix counted during the last test epoch (no second pass over the data)."
+    def __init__(self, vocab, cm): self.vocab, self.cm = vocab, cm
+    def confusion_matrix(self): return self.cm.copy()
+
 class RunArtefacts(EpochCallback):
     "Curves every epoch; at the end the confusion matrix, `results.json` and the exported Learner."
     order = 80
-    def __init__(self, info=None, export_fn=None): self.info, self.export_fn = info or {}, export_fn
-    def before_fit(self): self.t0 = time.perf_counter()
+    def __init__(self, info=None, export_fn=None): self.info, self.export_fn, self.cm = info or {}, export_fn, None
+    def before_validate(self): self.cm = None
+    def after_batch(self):
+        if self.training: return
+        c = len(self.dls.vocab)
+        cm = torch.bincount(self.yb[0].flatten()*c + self.pred.argmax(-1).flatten(), minlength=c*c)
+        self.cm = cm if self.cm is None else self.cm + cm
     def epoch_done(self): plot_curves(self.history.rows, self.path/'curves.png')
     def after_fit(self):
         rows = self.history.rows
@@ -125,8 +133,9 @@ class RunArtefacts(EpochCallback):
         if self.export_fn: self.export_fn(self.learn)
     def confusion_matrix(self):
         import matplotlib.pyplot as plt
-        interp = ClassificationInterpretation.from_learner(self.learn)
-        interp.plot_confusion_matrix(figsize=(7, 7))
+        if self.cm is None: self.learn.validate()  # resumed after the last epoch: count it once more
+        c = len(self.dls.vocab)
+        _Confusion(list(self.dls.vocab), self.cm.view(c, c).cpu().numpy()).plot_confusion_matrix(figsize=(7, 7))
         fig = plt.gcf()
         atomic_write(self.path/'confusion_matrix.png', lambda p: fig.savefig(p, dpi=100, format='png', bbox_inches='tight'))
         plt.close(fig)

@@ -1,5 +1,5 @@
 """CIFAR-10 as fastai DataLoaders: a DataBlock with the seed's albumentations augmentation."""
-import cv2, numpy as np, albumentations as A
+import cv2, random, numpy as np, albumentations as A
 from pathlib import Path
 from PIL import Image
 from fastai.vision.all import (DataBlock, ImageBlock, CategoryBlock, ItemTransform, IndexSplitter, ItemGetter,
@@ -22,7 +22,7 @@ class CifarImage(PILImage):
 
 def seed_augs(p=0.5, seed=None):
     "The seed's augmentation: flip, shift-scale-rotate (reflect-101 borders), one 16x16 cutout filled with the mean."
-    return A.Compose([
+    aug = A.Compose([
         A.HorizontalFlip(p=p),
         # The seed's ShiftScaleRotate(0.0625, 0.1, 7) as albumentations 2.x's Affine: one scale for both axes,
         # and the reflect-101 border that albumentations 1.x used by default (2.x changed it to constant 0).
@@ -30,7 +30,11 @@ def seed_augs(p=0.5, seed=None):
                  keep_ratio=True, rotate=(-7, 7), border_mode=cv2.BORDER_REFLECT_101, p=p),
         A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(16, 16), hole_width_range=(16, 16),
                         fill=MEAN_FILL, p=p),
-    ], seed=seed)
+    ])
+    # albumentations' `Compose(seed=...)` seeds every transform with the same seed, so the flip, affine and cutout
+    # draw correlated numbers; one shared stream seeded once keeps them independent (and resumable).
+    if seed is not None: aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
+    return aug
 
 class AlbumentationsTransform(ItemTransform):
     "Apply an albumentations pipeline to the image of an (image, label) item, on the training split only."

@@ -4,6 +4,7 @@ from functools import partial
 from pathlib import Path
 from torch import nn
 from fastcore.script import call_parse
+from fastcore.xtras import ContextManagers
 from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
 from fastai.losses import CrossEntropyLossFlat
@@ -137,7 +138,7 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
         learn.model.load_state_dict(ckpt['model']); learn.opt.load_state_dict(ckpt['opt'])
         set_rng_state(learn, ckpt['rng'], aug)
         learn.resume_from = ckpt['epoch'] + 1
-    with (learn.no_bar() if not show else learn.added_cbs([])):
+    with (ContextManagers([learn.no_bar(), learn.no_logging()]) if not show else learn.added_cbs([])):
         fit_seed_cycle(learn, cfg['epochs'], cfg['lr'], cbs=cbs, start_epoch=learn.resume_from)
     return learn
 

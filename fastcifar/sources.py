@@ -1,0 +1,256 @@
+"Turn any real copy of CIFAR-10 (fastai folder, .tgz, original pickles, `URLs.CIFAR`) into decoded arrays, once, cached"
+__all__ = ['CLASSES', 'DataError', 'Cifar', 'cache_root', 'to_rgb32', 'load_cifar']
+
+import hashlib, os, pickle, re, shutil, socket, tarfile, warnings, zlib
+from dataclasses import dataclass
+from pathlib import Path
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+from fastai.data.external import URLs, fastai_cfg, untar_data
+
+CLASSES = ('airplane','automobile','bird','cat','deer','dog','frog','horse','ship','truck')  # CIFAR-10 order
+_BATCHES = tuple(f'data_batch_{i}' for i in range(1,6)) + ('test_batch',)
+_ARCHIVES = ('.tgz', '.tar.gz', '.tar', '.tar.bz2', '.tbz2', '.tar.xz', '.txz')
+_KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
+_VERSION = 1  # bump when decoding changes, so old cached arrays are not reused
+_NAMES = ' '.join(CLASSES)
+_HELP = 'point at a local copy with --data PATH or FASTCIFAR_DATA (a folder, .tgz or cifar-10-batches-py copy)'
+
+class DataError(Exception):
+    "An expected problem with the user's data: a one-line message naming the problem, the path and what to do"
+    def __init__(self, msg): super().__init__(' '.join(str(msg).splitlines()))
+
+@dataclass(eq=False)
+class Cifar:
+    "Decoded CIFAR-10: uint8 (N,32,32,3) RGB images and int64 indices into `classes`"
+    x_train: np.ndarray
+    y_train: np.ndarray
+    x_test: np.ndarray
+    y_test: np.ndarray
+    classes: tuple = CLASSES
+    source: str = ''
+    def __repr__(self): return f'Cifar({len(self.x_train)} train, {len(self.x_test)} test, source={self.source!r})'
+
+def cache_root():
+    "Where extracted archives and decoded arrays go: env FASTCIFAR_CACHE, else fastai's data folder/'fastcifar'"
+    e = os.environ.get('FASTCIFAR_CACHE')
+    return Path(e).expanduser() if e else fastai_cfg().path('data')/'fastcifar'
+
+def to_rgb32(im):
+    "`im` as a 32x32 RGB PIL image"
+    # Any mode (L, P, RGBA, CMYK, ...) becomes RGB (alpha dropped); any other size is resized (bilinear, not cropped)
+    if im.mode != 'RGB': im = im.convert('RGB')
+    return im if im.size == (32,32) else im.resize((32,32), Image.Resampling.BILINEAR)
+
+def _ls(d):
+    "Sorted non-hidden entries of folder `d`"
+    with os.scandir(d) as it: return sorted((e for e in it if not e.name.startswith('.')), key=lambda e: e.name)
+
+def _kind(d):
+    "'folder' or 'pickles' if `d` holds that CIFAR-10 layout, else None"
+    names = {e.name for e in _ls(d)}
+    if {'train','test'} & names: return 'folder'
+    if names & {*_BATCHES, 'batches.meta'}: return 'pickles'
+
+def _find(p, desc=None):
+    "(kind, folder) of the CIFAR-10 copy in `p` or one level down"
+    if k := _kind(p): return k, p
+    subs = [Path(e.path) for e in _ls(p) if e.is_dir()]
+    hits = [(k,o) for o in subs if (k := _kind(o))]
+    if len(hits) == 1: return hits[0]
+    where = desc or p
+    if len(hits) > 1:
+        raise DataError(f'several CIFAR-10 copies in {where}: {", ".join(str(o) for _,o in hits)}; pass one of them')
+    if not _ls(p): raise DataError(f'empty folder: {where}; {_HELP}')
+    raise DataError(f'no CIFAR-10 data in {where}: expected train/<class>/ and test/<class>/ image folders, '
+                    f'the cifar-10-batches-py pickles, or one folder holding either; {_HELP}')
+
+def _folder_files(root):
+    "{'train': (files, labels), 'test': ...} of fastai's folder layout at `root` (checked), and a cheap change stamp"
+    res, n, mt = {}, 0, 0
+    for split in ('train','test'):
+        d = root/split
+        if not d.is_dir():
+            raise DataError(f'wrong layout: no {split}/ folder in {root}; expected {split}/<class>/<images> for the classes {_NAMES}')
+        if bad := next((e for e in _ls(d) if e.name not in CLASSES or not e.is_dir()), None):
+            raise DataError(f'wrong layout: unexpected {"class folder" if bad.is_dir() else "file"} {bad.path}; '
+                            f'the class folders of {d} must be exactly: {_NAMES}')
+        files, labels = [], []
+        for i,c in enumerate(CLASSES):
+            if not (d/c).is_dir(): raise DataError(f'wrong layout: class folder {d/c} is missing; add it or {_HELP}')
+            es = _ls(d/c)
+            if not es: raise DataError(f'no images in class folder {d/c}; each class needs its images')
+            if bad := next((e for e in es if not e.is_file()), None):
+                raise DataError(f'unexpected folder among the images: {bad.path}; remove it')
+            files += [e.path for e in es]; labels += [i]*len(es)
+            mt = max(mt, (d/c).stat().st_mtime_ns)
+        res[split] = files, np.array(labels, np.int64)
+        n, mt = n+len(files), max(mt, d.stat().st_mtime_ns)
+    return res, (n, mt)
+
+def _read_img(f):
+    "uint8 (32,32,3) RGB pixels of image file `f`"
+    try:
+        with Image.open(f) as im: return np.asarray(to_rgb32(im))
+    except UnidentifiedImageError:
+        raise DataError(f'not an image file: {f}; only images may sit in the class folders, remove it') from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise DataError(f'unreadable or truncated image: {f} ({e}); replace or remove it') from None
+
+def _decode_folder(files):
+    "Decoded arrays of `_folder_files` output, one image at a time with PIL"
+    res = []
+    for split in ('train','test'):
+        fs, y = files[split]
+        x = np.empty((len(fs),32,32,3), np.uint8)
+        for i,f in enumerate(fs): x[i] = _read_img(f)
+        res += [x, y]
+    return tuple(res)
+
+def _read_pickle(f):
+    "Dict stored in a CIFAR-10 pickle `f` (Python 2 file: bytes keys, read as str)"
+    try:
+        with open(f, 'rb') as fh: d = pickle.load(fh, encoding='bytes')  # as the CIFAR-10 page says
+    except Exception as e:
+        raise DataError(f'unreadable pickle: {f} ({type(e).__name__}: {e}); get the cifar-10-batches-py files again') from None
+    if not isinstance(d, dict): raise DataError(f'not a CIFAR-10 pickle: {f} holds a {type(d).__name__}, not a dict')
+    return {(k.decode() if isinstance(k, bytes) else k): v for k,v in d.items()}
+
+def _read_batch(f):
+    "(x, y) of one CIFAR-10 batch pickle `f`: uint8 (N,32,32,3) and int64 (N,)"
+    d = _read_pickle(f)
+    if 'data' not in d or 'labels' not in d: raise DataError(f'not a CIFAR-10 batch: {f} has no data/labels entries')
+    x, y = np.asarray(d['data']), np.asarray(d['labels'])
+    if x.ndim != 2 or x.shape[1] != 3072 or x.dtype != np.uint8:
+        raise DataError(f'bad data in {f}: {x.dtype} {x.shape}, expected uint8 (N, 3072) rows (1024 R, 1024 G, 1024 B)')
+    if y.shape != (len(x),): raise DataError(f'bad labels in {f}: {y.size} labels for {len(x)} images')
+    if len(y) and (y.dtype.kind not in 'iu' or y.min() < 0 or y.max() >= len(CLASSES)):
+        raise DataError(f'bad labels in {f}: expected integers 0..{len(CLASSES)-1}, got {y.dtype} from {y.min()} to {y.max()}')
+    return x.reshape(-1,3,32,32).transpose(0,2,3,1), y.astype(np.int64)  # rows are channel-major, row-major 32x32
+
+def _pickle_stamp(d):
+    "Change stamp (sizes, mtimes) of the pickles of the cifar-10-batches-py folder `d`, checking none is missing"
+    if miss := [n for n in _BATCHES if not (d/n).is_file()]:
+        raise DataError(f'incomplete cifar-10-batches-py folder: {d} lacks {", ".join(miss)}; it needs {", ".join(_BATCHES)}')
+    return tuple((o.stat().st_size, o.stat().st_mtime_ns) for o in (d/n for n in _BATCHES+('batches.meta',)) if o.is_file())
+
+def _decode_pickles(d):
+    "Decoded arrays of the cifar-10-batches-py folder `d`"
+    if (m := d/'batches.meta').is_file():
+        names = tuple(o.decode() if isinstance(o, bytes) else o for o in _read_pickle(m).get('label_names', CLASSES))
+        if names != CLASSES: raise DataError(f'not CIFAR-10: {m} names the classes {" ".join(names)}; expected {_NAMES}')
+    tr = [_read_batch(d/n) for n in _BATCHES[:5]]
+    x_test, y_test = _read_batch(d/'test_batch')
+    x_train, y_train = np.concatenate([x for x,_ in tr]), np.concatenate([y for _,y in tr])
+    for n,x in (('data_batch_1..5', x_train), ('test_batch', x_test)):
+        if not len(x): raise DataError(f'no images in {d/n}; get the cifar-10-batches-py files again')
+    return np.ascontiguousarray(x_train), y_train, np.ascontiguousarray(x_test), y_test
+
+def _stem(p):
+    "Name of archive `p` without its archive suffix, safe as a file name"
+    n = p.name
+    for s in _ARCHIVES:
+        if n.lower().endswith(s): n = n[:-len(s)]; break
+    return _safe(n)
+
+def _safe(n): return re.sub(r'[^\w.-]', '_', n) or 'data'
+
+def _alive(pid):
+    "Whether process `pid` runs on this machine"
+    try: os.kill(pid, 0)
+    except ProcessLookupError: return False
+    except (PermissionError, OverflowError, ValueError): return True
+    return True
+
+def _clean_parts(dest):
+    "Remove unfinished extractions of `dest` left by dead processes of this machine"
+    host = socket.gethostname()
+    for p in dest.parent.glob(f'.{dest.name}.part-*'):
+        h,_,pid = p.name[len(dest.name)+7:].rpartition('-')
+        if h == host and pid.isdigit() and not _alive(int(pid)): shutil.rmtree(p, ignore_errors=True)
+
+def _extract(arch):
+    "Folder under `cache_root()` holding archive `arch` extracted, extracting it once, atomically"
+    st = arch.stat()
+    dest = cache_root()/'extracted'/f'{_stem(arch)}-{st.st_size}-{st.st_mtime_ns}'
+    if dest.is_dir(): return dest
+    try: dest.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f'cannot create the cache folder {dest.parent} ({e}); set FASTCIFAR_CACHE to a writable folder') from None
+    _clean_parts(dest)
+    # Extract beside `dest` and rename into place once complete: a half-finished extraction is never taken for `dest`
+    tmp = dest.with_name(f'.{dest.name}.part-{socket.gethostname()}-{os.getpid()}')
+    try:
+        shutil.rmtree(tmp, ignore_errors=True)
+        try:
+            with tarfile.open(arch) as tf: tf.extractall(tmp, filter='data')  # 'data' filter: no paths outside tmp, no devices
+        except (tarfile.TarError, EOFError, zlib.error, OSError) as e:
+            if isinstance(e, OSError) and e.errno is not None:  # disk full, permissions: not the archive's fault
+                raise DataError(f'cannot extract {arch} into {dest.parent} ({e}); free space or set FASTCIFAR_CACHE elsewhere') from None
+            raise DataError(f'truncated or corrupt archive: {arch} ({type(e).__name__}: {e}); get it again') from None
+        try: os.rename(tmp, dest)
+        except OSError:
+            if not dest.is_dir(): raise  # else another process finished the same extraction first
+    finally: shutil.rmtree(tmp, ignore_errors=True)
+    return dest
+
+def _is_archive(p): return p.name.lower().endswith(_ARCHIVES) or tarfile.is_tarfile(p)
+
+def _decode_archive(arch):
+    "Decoded arrays of the CIFAR-10 copy inside archive `arch`"
+    kind, d = _find(_extract(arch), desc=arch)
+    return _decode_folder(_folder_files(d)[0]) if kind == 'folder' else _decode_pickles(d)
+
+def _load_npz(f):
+    "Arrays cached in `f`, or None if missing or not valid"
+    try:
+        with np.load(f) as z: a = tuple(z[k] for k in _KEYS)
+    except Exception: return None
+    ok = all(x.dtype == np.uint8 and x.shape[1:] == (32,32,3) and y.dtype == np.int64 and y.shape == (len(x),)
+             for x,y in (a[:2], a[2:]))
+    return a if ok else None
+
+def _save_npz(f, arrs):
+    "Write `arrs` to `f` atomically (temp file in the same folder, then `os.replace`)"
+    tmp = f.with_name(f'.{f.name}.{socket.gethostname()}-{os.getpid()}.part')
+    try:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, 'wb') as fh: np.savez(fh, **dict(zip(_KEYS, arrs)))
+        os.replace(tmp, f)
+    except OSError as e:
+        tmp.unlink(missing_ok=True)
+        warnings.warn(f'could not cache decoded CIFAR-10 at {f} ({e}); it will be decoded again next time')
+
+def _cached(key, name, decode):
+    "Arrays of the source identified by `key`: from the `.npz` cache, else `decode()`d and cached"
+    h = hashlib.sha1(repr((_VERSION,)+key).encode()).hexdigest()[:16]
+    f = cache_root()/'decoded'/f'{_safe(name)}-{h}.npz'
+    if (a := _load_npz(f)) is not None: return a
+    a = decode()
+    _save_npz(f, a)
+    return a
+
+def _download():
+    "Folder of fastai's `URLs.CIFAR` extraction, downloading it if needed"
+    try: return Path(untar_data(URLs.CIFAR))
+    except Exception as e:
+        raise DataError(f'could not download CIFAR-10 from {URLs.CIFAR} ({type(e).__name__}: {e}); offline? {_HELP}') from None
+
+def load_cifar(source=None):
+    "Decoded `Cifar` from `source` (folder, archive, pickles; default env FASTCIFAR_DATA or `URLs.CIFAR`), cached"
+    source = source if source is not None else os.environ.get('FASTCIFAR_DATA') or None
+    p = _download() if source is None else Path(os.path.abspath(Path(source).expanduser()))
+    desc = 'URLs.CIFAR' if source is None else str(p)
+    if not p.exists(): raise DataError(f'no such file or folder: {p}; {_HELP}')
+    if p.is_file():
+        if not _is_archive(p): raise DataError(f'not a folder or .tgz/.tar.gz archive: {p}; {_HELP}')
+        st = p.stat()
+        a = _cached(('archive', str(p.resolve()), st.st_size, st.st_mtime_ns), _stem(p), lambda: _decode_archive(p))
+    else:
+        kind, d = _find(p)
+        if kind == 'folder':
+            files, stamp = _folder_files(d)
+            a = _cached(('folder', str(d.resolve()), stamp), d.name, lambda: _decode_folder(files))
+        else:
+            a = _cached(('pickles', str(d.resolve()), _pickle_stamp(d)), d.name, lambda: _decode_pickles(d))
+    return Cifar(*a, classes=CLASSES, source=desc)

@@ -1,0 +1,50 @@
+import re, subprocess, sys, torch
+from pathlib import Path
+from fastcifar.model import LAYERS, Net, layer_table, n_params, summary, markdown_table
+
+def test_param_count_is_the_seeds():
+    assert n_params(Net()) == 193_280 == sum(r['params'] for r in layer_table())
+
+def test_table_sizes_match_the_seed():
+    # 32x32 -> 30 -> 28 -> 24 -> 24 -> 24 -> 24 -> 22 -> 10 -> 10 -> 5 -> 5 -> 5 -> 1 (then the 1x1 logits conv)
+    assert [r['size'] for r in layer_table()] == [30, 28, 24, 24, 24, 24, 22, 10, 10, 5, 5, 5, 1, 1]
+
+def test_every_layer_output_shape_matches_the_table():
+    m, shapes = Net().eval(), []
+    layers = [l for blk in m for l in blk]
+    hooks = [l.register_forward_hook(lambda mod, i, o: shapes.append(tuple(o.shape[1:]))) for l in layers]
+    m(torch.randn(2, 3, 32, 32))
+    for h in hooks: h.remove()
+    assert shapes == [(r['nf'], r['size'], r['size']) for r in layer_table()]
+
+def test_receptive_field():
+    # r += (k-1)*d*j; j *= s, layer by layer
+    assert [r['rf'] for r in layer_table()] == [3, 5, 9, 9, 11, 11, 13, 15, 15, 17, 25, 33, 49, 49]
+
+def test_layer_params_match_modules():
+    m = Net()
+    mods = [l for blk in m for l in blk]
+    assert [sum(p.numel() for p in l.parameters()) for l in mods] == [r['params'] for r in layer_table()]
+    assert sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules()) == sum(r['bn'] for r in layer_table())
+    assert sum(isinstance(x, torch.nn.Dropout) and x.p == 0.05 for x in m.modules()) == sum(r['bn'] for r in layer_table())
+    dw = m.c2.dw[0]
+    assert dw.groups == 32 and dw.padding == (1, 1) and m.c1.dilated[0].dilation == (2, 2) and m.c3.strided[0].stride == (2, 2)
+
+def test_logits_grads_and_no_nans():
+    torch.manual_seed(0)
+    m = Net()
+    out = m(torch.randn(8, 3, 32, 32))
+    assert out.shape == (8, 10) and torch.isfinite(out).all()
+    torch.nn.functional.cross_entropy(out, torch.randint(0, 10, (8,))).backward()
+    for n, p in m.named_parameters():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, n
+
+def test_summary_cli_prints_the_table():
+    out = subprocess.run([sys.executable, '-m', 'fastcifar.model'], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == summary()
+    assert 'Total trainable parameters: 193,280' in out and 'Receptive field: 49' in out
+    assert len([l for l in out.splitlines() if re.match(r'c\d\.|out\.', l)]) == len(LAYERS)
+
+def test_readme_architecture_table_is_derived_from_the_code():
+    readme = (Path(__file__).parents[1]/'README.md').read_text()
+    assert markdown_table() in readme

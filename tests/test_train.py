@@ -1,0 +1,167 @@
+import csv, json, os, signal, subprocess, sys, time, numpy as np, pytest, torch
+from functools import partial
+from pathlib import Path
+from PIL import Image
+from fastai.learner import load_learner
+from fastcifar.data import cifar_dls
+from fastcifar.train import SEED, TrainError, fit_seed_cycle, seed_learner, train, pick_precision
+from fastcifar.callbacks import CPUAutocast, NonFiniteLoss
+
+ROOT = Path(__file__).resolve().parents[1]
+FILES = ('history.csv', 'curves.png', 'confusion_matrix.png', 'results.json', 'model.pkl', 'checkpoint.pth')
+
+def cli(*args, **kw):
+    return subprocess.run([sys.executable, '-m', 'fastcifar.train', *map(str, args)], capture_output=True, text=True,
+                          cwd=kw.pop('cwd', ROOT), **kw)
+
+def read_history(out):
+    with open(out/'history.csv') as f: return list(csv.DictReader(f))
+
+@pytest.fixture(scope='module')
+def run2(tiny_tgz, tmp_path_factory):
+    out = tmp_path_factory.mktemp('runs')/'r2'
+    learn = train(tiny_tgz, out, epochs=2, bs=32, show=False)
+    return out, learn
+
+def test_two_epoch_run_writes_every_file(run2):
+    out, learn = run2
+    for f in FILES: assert (out/f).stat().st_size > 0, f
+    rows = read_history(out)
+    assert [r['epoch'] for r in rows] == ['1', '2']
+    assert list(rows[0]) == ['epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy', 'seconds']
+    res = json.loads((out/'results.json').read_text())
+    assert res['epochs'] == 2 and res['params'] == 193_280 and res['seed'] == 42
+    assert res['final_test_accuracy'] == pytest.approx(float(rows[-1]['test_accuracy']), abs=1e-5)
+    assert res['best_test_accuracy'] == pytest.approx(max(float(r['test_accuracy']) for r in rows), abs=1e-5)
+    assert res['train_seconds'] == pytest.approx(sum(float(r['seconds']) for r in rows), rel=1e-3)
+    assert res['precision'] == learn.precision and 'torch' in res['versions'] and res['data'].endswith('cifar10.tgz')
+    for png in ('curves.png', 'confusion_matrix.png'): assert Image.open(out/png).size[0] > 300
+    # the test accuracy of the last epoch is what the Learner gives on the test set
+    assert float(rows[-1]['test_accuracy']) == pytest.approx(float(learn.validate()[1]), abs=1e-6)
+
+def test_exported_learner_loads_and_predicts(run2):
+    out, learn = run2
+    ld = load_learner(out/'model.pkl')
+    assert list(ld.dls.vocab) == list(learn.dls.vocab)
+    x = learn.dls.valid.one_batch()[0]
+    learn.model.eval(); ld.model.eval()
+    with torch.no_grad(): torch.testing.assert_close(ld.model(x.cpu()), learn.model(x).float(), atol=1e-4, rtol=1e-4)
+
+def _schedule(learn, n_epoch, lr):
+    "The lr/mom schedules `fit_seed_cycle` gives fastai's ParamScheduler (captured without training)."
+    got = {}
+    def fake_fit(n, cbs=None, **kw): got.update(cbs[0].scheds); got['n'] = n
+    learn.fit = fake_fit
+    fit_seed_cycle(learn, n_epoch, lr)
+    del learn.fit
+    return got
+
+def _at(sched, pct): return float(np.asarray(sched(pct)).ravel()[0])
+
+def _torch_onecycle(total):
+    p = torch.nn.Parameter(torch.zeros(1))
+    opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
+    sch = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=SEED['lr'], total_steps=total)
+    lrs, moms = [], []
+    for _ in range(total):
+        lrs.append(opt.param_groups[0]['lr']); moms.append(opt.param_groups[0]['momentum']); opt.step(); sch.step()
+    return np.array(lrs), np.array(moms)
+
+def test_schedule_matches_torch_onecycle(tiny_tgz):
+    dls = cifar_dls(tiny_tgz, bs=32)
+    learn = seed_learner(dls)
+    n = 30*391  # the seed's OneCycleLR(max_lr=0.05, epochs=30, steps_per_epoch=391)
+    s = _schedule(learn, 30, SEED['lr'])
+    pct = np.arange(n)/n  # fastai's ParamScheduler position before batch i
+    lr, mom = np.array([_at(s['lr'], p) for p in pct]), np.array([_at(s['mom'], p) for p in pct])
+    tlr, tmom = _torch_onecycle(n)
+    for a, b in ((lr[0], tlr[0]), (lr.max(), tlr.max()), (lr[-1], tlr[-1]), (mom[0], tmom[0]), (mom.min(), tmom.min()),
+                 (mom[-1], tmom[-1])):
+        assert a == pytest.approx(b, rel=0.01)
+    assert lr[0] == pytest.approx(0.002) and lr.max() == pytest.approx(0.05) and lr[-1] == pytest.approx(2e-7, rel=0.01)
+    assert np.abs(lr - tlr).max() < 0.01*0.05 and np.abs(mom - tmom).max() < 0.01*0.95
+    assert abs(int(lr.argmax()) - int(tlr.argmax())) <= 1
+
+def test_fit_applies_that_schedule(run2):
+    out, learn = run2
+    hps, n = learn.recorder.hps, len(learn.recorder.hps['lr'])
+    assert n == 2*len(learn.dls.train) == 2*7  # 200 images at bs 32: 7 steps, the last partial batch kept
+    s = _schedule(learn, 2, SEED['lr'])
+    np.testing.assert_allclose(hps['lr'], [_at(s['lr'], i/n) for i in range(n)], rtol=1e-6)
+    np.testing.assert_allclose(hps['mom'], [_at(s['mom'], i/n) for i in range(n)], rtol=1e-6)
+
+def test_weight_decay_is_l2_on_every_parameter(run2):
+    out, learn = run2
+    assert all(g['weight_decay'] == SEED['wd'] for g in learn.opt.opt.param_groups)
+    learn.opt.set_hypers(lr=0.1, mom=0., wd=1e-2)
+    before = {n: p.detach().clone() for n, p in learn.model.named_parameters()}
+    for p in learn.model.parameters(): p.grad = torch.zeros_like(p)
+    learn.opt.step()
+    for n, p in learn.model.named_parameters():  # BN weights and biases decay too, as with torch SGD(weight_decay)
+        torch.testing.assert_close(p.detach(), before[n]*(1 - 0.1*1e-2), msg=n)
+
+def test_precision_flags(tiny_tgz):
+    dls = cifar_dls(tiny_tgz, bs=32)
+    assert seed_learner(dls, precision='fp32').precision == 'fp32'
+    l = seed_learner(dls, precision='bf16')
+    assert l.precision == 'bf16' and any(isinstance(c, CPUAutocast) for c in l.cbs)
+    assert not any(isinstance(c, CPUAutocast) for c in seed_learner(dls, precision='fp32').cbs)
+    with pytest.raises(TrainError, match='fp16 needs a CUDA GPU'): pick_precision('fp16', 'cpu')
+    with pytest.raises(TrainError, match='unknown'): pick_precision('fp8', 'cpu')
+    l.fit(1, 1e-3)  # a bf16 epoch trains
+    assert torch.isfinite(torch.tensor(l.recorder.values[-1][0]))
+
+def test_help_explains_each_flag():
+    r = cli('--help')
+    assert r.returncode == 0
+    for flag in ('--data', '--out', '--epochs', '--bs', '--lr', '--wd', '--seed', '--precision', '--workers', '--resume', '--model'):
+        assert flag in r.stdout, flag
+
+@pytest.mark.parametrize('args,msg', [(('--epochs', '-1'), '--epochs -1'), (('--precision', 'fp8'), '--precision fp8'),
+                                      (('--bs', '0'), '--bs 0'), (('--model', 'no.such.module'), '--model no.such.module')])
+def test_bad_flags_give_one_line(tiny_tgz, tmp_path, args, msg):
+    r = cli('--data', tiny_tgz, '--out', tmp_path/'r', '--epochs', 1, *args)
+    assert r.returncode != 0 and msg in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and 'Traceback' not in r.stderr
+    assert not (tmp_path/'r').exists() or not any((tmp_path/'r').iterdir())
+
+def test_existing_run_is_never_overwritten(run2, tiny_tgz):
+    out, _ = run2
+    before = {f: (out/f).read_bytes() for f in FILES}
+    r = cli('--data', tiny_tgz, '--out', out, '--epochs', 1)
+    assert r.returncode != 0 and 'already holds a run' in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert {f: (out/f).read_bytes() for f in FILES} == before
+
+def test_nan_loss_stops_with_a_clear_message(tiny_tgz, tmp_path):
+    with pytest.raises(NonFiniteLoss, match='NaN or infinite'):
+        train(tiny_tgz, tmp_path/'nan', epochs=2, bs=32, lr=1e12, precision='fp32', show=False)
+    assert not (tmp_path/'nan'/'results.json').exists()
+
+def _weights(out): return torch.load(out/'checkpoint.pth', weights_only=False)['model']
+
+def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path):
+    args = ('--data', tiny_tgz, '--epochs', 4, '--bs', 16)
+    full = tmp_path/'full'
+    assert cli(*args, '--out', full).returncode == 0
+    cut = tmp_path/'cut'
+    p = subprocess.Popen([sys.executable, '-m', 'fastcifar.train', *map(str, args), '--out', str(cut)], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ck = cut/'checkpoint.pth'
+    while not ck.exists() and p.poll() is None: time.sleep(0.01)
+    time.sleep(0.3)  # into the second epoch
+    p.send_signal(signal.SIGKILL); p.wait()
+    assert p.returncode == -signal.SIGKILL and not (cut/'results.json').exists()
+    done = torch.load(ck, weights_only=False)['epoch'] + 1
+    assert 1 <= done < 4
+    r = cli('--out', cut, '--resume')
+    assert r.returncode == 0, r.stderr
+    rows = read_history(cut)
+    assert [r['epoch'] for r in rows] == ['1', '2', '3', '4']
+    assert json.loads((cut/'results.json').read_text())['epochs'] == 4
+    a, b = _weights(full), _weights(cut)
+    for k in a: assert torch.equal(a[k], b[k]), k
+    assert [r['test_accuracy'] for r in rows] == [r['test_accuracy'] for r in read_history(full)]
+
+def test_resume_without_checkpoint_is_an_error(tmp_path):
+    r = cli('--out', tmp_path/'none', '--resume')
+    assert r.returncode != 0 and 'no checkpoint' in r.stderr and len(r.stderr.strip().splitlines()) == 1
