@@ -113,19 +113,27 @@ class RunArtefacts(EpochCallback):
     "Curves every epoch; at the end the confusion matrix, `results.json` and the exported Learner."
     order = 80
     def __init__(self, info=None, export_fn=None): self.info, self.export_fn, self.cm = info or {}, export_fn, None
-    def before_validate(self): self.cm = None
+    def before_validate(self): self.cm, self.tta_hits = None, 0
     def after_batch(self):
         if self.training: return
-        c = len(self.dls.vocab)
-        cm = torch.bincount(self.yb[0].flatten()*c + self.pred.argmax(-1).flatten(), minlength=c*c)
+        c, y = len(self.dls.vocab), self.yb[0].flatten()
+        cm = torch.bincount(y*c + self.pred.argmax(-1).flatten(), minlength=c*c)
         self.cm = cm if self.cm is None else self.cm + cm
+        if self.epoch == self.n_epoch - 1: self.tta_hits += (self.flip_tta() == y).sum()
+    def flip_tta(self):
+        "Class predicted from the mean of the image's and its mirror's softmax (flips only: no training augmentation)."
+        x, dev = self.xb[0], self.xb[0].device.type
+        prec = getattr(self.learn, 'precision', 'fp32')
+        with torch.autocast(dev, dtype=torch.float16 if prec == 'fp16' else torch.bfloat16, enabled=prec != 'fp32'):
+            flipped = self.model(x.flip(-1)).float()
+        return (self.pred.float().softmax(-1) + flipped.softmax(-1)).argmax(-1)
     def epoch_done(self): plot_curves(self.history.rows, self.path/'curves.png')
     def after_fit(self):
         rows = self.history.rows
         if len(rows) < self.n_epoch: return  # interrupted (e.g. NaN): keep the last checkpoint, no final files
         self.confusion_matrix()
-        accs = [r['test_accuracy'] for r in rows]
-        res = dict(final_test_accuracy=accs[-1], best_test_accuracy=max(accs), best_epoch=accs.index(max(accs))+1,
+        accs, n_test = [r['test_accuracy'] for r in rows], int(self.cm.sum())
+        res = dict(final_test_accuracy=accs[-1], final_test_accuracy_flip_tta=float(self.tta_hits)/n_test, best_test_accuracy=max(accs), best_epoch=accs.index(max(accs))+1,
                    final_train_accuracy=rows[-1]['train_accuracy'], epochs=len(rows),
                    train_seconds=sum(r['seconds'] for r in rows),
                    seconds_per_epoch=sum(r['seconds'] for r in rows)/len(rows), **self.info)

@@ -1,5 +1,5 @@
 """CIFAR-10 as fastai DataLoaders: a DataBlock with the seed's albumentations augmentation."""
-import cv2, random, numpy as np, albumentations as A
+import cv2, os, random, numpy as np, albumentations as A
 from pathlib import Path
 from PIL import Image
 import torch
@@ -53,13 +53,19 @@ class GetLabel(_Direct, ItemTransform):
 class AlbumentationsTransform(_Direct, ItemTransform):
     "Apply an albumentations pipeline to the image of an (image, label) item, on the training split only."
     split_idx, order = 0, 2
-    def __init__(self, aug): self.aug = aug
+    def __init__(self, aug): self.aug, self._pid = aug, os.getpid()
     def _tfm(self, x):
+        if self._pid != os.getpid(): self._reseed()
         img, *rest = x  # img: uint8 CHW TensorImage; albumentations takes HWC numpy
         # plain-tensor views: TensorImage's own ops cost ~10x more per item (__torch_function__ dispatch)
         out = self.aug(image=img.as_subclass(torch.Tensor).permute(1, 2, 0).numpy())['image']
         return (torch.from_numpy(out).permute(2, 0, 1).as_subclass(TensorImage), *rest)
     def encodes(self, x): return self._tfm(x)
+    def _reseed(self):
+        # A DataLoader worker starts with a copy of the parent's augmentation RNG: without this every worker would
+        # draw the same flips, shifts and holes. torch gives each worker its own seed (base seed + worker id).
+        self._pid, seed = os.getpid(), torch.initial_seed() % 2**32
+        self.aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
 def cifar_items(data, frac=1.0):

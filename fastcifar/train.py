@@ -1,5 +1,5 @@
 """Train the seed's recipe as a fastai Learner: `python -m fastcifar.train --help`."""
-import importlib, json, platform, shutil, sys, time, torch
+import importlib, json, os, platform, shutil, sys, time, torch
 from functools import partial
 from pathlib import Path
 from torch import nn
@@ -7,9 +7,9 @@ from fastcore.script import call_parse
 from fastcore.xtras import ContextManagers
 from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
-from fastai.losses import CrossEntropyLossFlat
+from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 from fastai.metrics import accuracy
-from fastai.torch_core import set_seed
+from fastai.torch_core import set_seed, default_device
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner)
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.fp16 import MixedPrecision
@@ -29,6 +29,10 @@ SEED = dict(
     final_div=1e4,               # torch's final LR = initial LR / final_div (fastai's div_final is lr_max/final)
     moms=(0.95, 0.85, 0.95),     # momentum cycled inversely to the LR (torch OneCycleLR cycle_momentum)
 )
+
+# An opt-in recipe beyond the seed's (same Net, parameters and epochs): what changes, on top of SEED.
+IMPROVED = dict(label_smoothing=0.1,  # soft targets: the seed's recipe underfits this JPEG copy less with them
+                wd=5e-4)              # stronger L2
 
 class TrainError(ValueError):
     "A bad training argument or run folder: the message is one line saying what to do."
@@ -68,9 +72,10 @@ def pick_precision(precision='auto', device=None):
     if precision == 'fp16' and not cuda: raise TrainError('--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32')
     return precision
 
-def seed_learner(dls, model=None, wd=SEED['wd'], precision='auto', path='.', channels_last=True):
+def seed_learner(dls, model=None, wd=SEED['wd'], precision='auto', path='.', channels_last=True, label_smoothing=0.):
     "The seed's Learner: Net, cross-entropy, accuracy, torch SGD with L2 weight decay, in `precision`."
-    learn = Learner(dls, model if model is not None else Net(), loss_func=CrossEntropyLossFlat(),
+    loss = LabelSmoothingCrossEntropyFlat(eps=label_smoothing) if label_smoothing else CrossEntropyLossFlat()
+    learn = Learner(dls, model if model is not None else Net(), loss_func=loss,
                     metrics=accuracy, opt_func=seed_opt, wd=wd, path=path, model_dir='.')
     learn.recorder.train_metrics = True  # train accuracy per epoch, as the seed's table has it
     prec = pick_precision(precision, dls.device)
@@ -90,9 +95,14 @@ def _device_name(dev):
     if torch.device(dev).type == 'cuda': return torch.cuda.get_device_name(torch.device(dev))
     return f'CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
 
+def _workers(workers, device):
+    "DataLoader workers: 0 on the CPU (workers compete with the training threads for 2 cores), else up to 8."
+    if workers is not None: return workers
+    return 0 if torch.device(device or 'cpu').type == 'cpu' else min(8, max(1, (os.cpu_count() or 1) - 1))
+
 def _check_args(epochs, bs, lr, wd, workers, frac):
     for name, v, ok in (('epochs', epochs, epochs >= 1), ('bs', bs, bs >= 1), ('lr', lr, lr > 0), ('wd', wd, wd >= 0),
-                        ('workers', workers, workers >= 0), ('frac', frac, 0 < frac <= 1)):
+                        ('workers', workers, workers is None or workers >= 0), ('frac', frac, 0 < frac <= 1)):
         if not ok: raise TrainError(f'--{name} {v}: must be {"a positive number" if name != "wd" and name != "workers" else "zero or more"}'
                                     + (' (0 < frac <= 1)' if name == 'frac' else ''))
 
@@ -105,29 +115,38 @@ def _run_folder(out, resume, overwrite):
         raise TrainError(f'run folder {out} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out')
     return out, ckpt
 
+_DEFAULTS = dict(recipe='seed', label_smoothing=0.)  # settings a checkpoint of an older version may lack
+
 def _export(learn):
     "Write `model.pkl` (fastai `export`) without the training-only callbacks."
     with learn.removed_cbs([cb for cb in learn.cbs if isinstance(cb, (History, Checkpoint, RunArtefacts, CPUAutocast))]):
         learn.export('model.pkl')
 
 def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr'], wd=SEED['wd'], seed=42,
-          precision='auto', workers=0, resume=False, model=None, overwrite=False, frac=1.0, show=True):
+          precision='auto', workers=None, resume=False, model=None, overwrite=False, frac=1.0, recipe='seed',
+          label_smoothing=None, show=True):
     "Train the seed's recipe on CIFAR-10 and write the run folder `out`; returns the Learner."
+    if recipe not in ('seed', 'improved'): raise TrainError(f'--recipe {recipe}: unknown; choose seed or improved')
+    if recipe == 'improved' and wd == SEED['wd']: wd = IMPROVED['wd']
+    if label_smoothing is None: label_smoothing = IMPROVED['label_smoothing'] if recipe == 'improved' else 0.
     _check_args(epochs, bs, lr, wd, workers, frac)
     out, ckpt_path = _run_folder(out, resume, overwrite)
     ckpt = torch.load(ckpt_path, weights_only=False) if resume else None  # our own file, written by Checkpoint
-    cfg = ckpt['config'] if resume else dict(data=None if data is None else str(data), epochs=epochs, bs=bs, lr=lr,
-                                             wd=wd, seed=seed, precision=precision, workers=workers, model=model, frac=frac)
+    cfg = {**_DEFAULTS, **ckpt['config']} if resume else dict(data=None if data is None else str(data), epochs=epochs, bs=bs, lr=lr,
+                                             wd=wd, seed=seed, precision=precision, workers=workers, model=model, frac=frac,
+                                             recipe=recipe, label_smoothing=label_smoothing)
     set_seed(cfg['seed'], reproducible=True)
-    dls = cifar_dls(cfg['data'], bs=cfg['bs'], workers=cfg['workers'], frac=cfg['frac'], seed=cfg['seed'])
+    dls = cifar_dls(cfg['data'], bs=cfg['bs'], workers=_workers(cfg['workers'], default_device()), frac=cfg['frac'],
+                    seed=cfg['seed'])
     dls.train.drop_last = False  # the seed's 391 steps an epoch: the last, partial batch is trained on too
     mdl = get_model(cfg['model'])
     if not resume and out.exists() and overwrite: shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
-    learn = seed_learner(dls, mdl, cfg['wd'], cfg['precision'], path=out)
+    learn = seed_learner(dls, mdl, cfg['wd'], cfg['precision'], path=out, label_smoothing=cfg['label_smoothing'])
     aug = dls.train.after_item.fs.filter(lambda t: hasattr(t, 'aug')).map(lambda t: t.aug)
     aug = aug[0] if len(aug) else None
-    info = dict(params=n_params(learn.model), lr=cfg['lr'], bs=cfg['bs'], wd=cfg['wd'], seed=cfg['seed'],
+    info = dict(recipe=cfg['recipe'], label_smoothing=cfg['label_smoothing'], params=n_params(learn.model),
+                lr=cfg['lr'], bs=cfg['bs'], wd=cfg['wd'], seed=cfg['seed'],
                 device=_device_name(dls.device or 'cpu'), precision=learn.precision, data=dls.source,
                 model=cfg['model'] or 'fastcifar.model:Net', versions=_versions(), command=' '.join(sys.argv))
     cbs = [History(rows=ckpt['history'] if resume else None), Checkpoint(aug=aug, config=cfg),
@@ -152,12 +171,14 @@ def main(
     wd:float=SEED['wd'],  # L2 weight decay (added to every parameter's gradient, as the seed's torch SGD did)
     seed:int=42,          # random seed
     precision:str='auto', # auto, fp32, bf16 or fp16 (auto: bf16 where supported)
-    workers:int=0,        # DataLoader worker processes (0 suits a 2-core CPU)
+    workers:int=None,     # DataLoader worker processes (default: 0 on the CPU, up to 8 with a GPU)
     resume:bool=False,    # continue the interrupted run in --out from its last checkpoint
     model:str=None,       # module or module:callable giving an nn.Module (default: the seed's Net)
     overwrite:bool=False, # replace an existing run in --out
     frac:float=1.0,       # fraction of each split to use (every 1/frac-th image), for quick runs
+    recipe:str='seed',    # seed (faithful) or improved (label smoothing 0.1, wd 5e-4); same Net and epochs
+    label_smoothing:float=None, # label smoothing (default: 0 for seed, 0.1 for improved)
 ):
     "Train the seed's CIFAR-10 recipe with fastai and write history, curves, confusion matrix, results and model.pkl."
-    try: train(data, out, epochs, bs, lr, wd, seed, precision, workers, resume, model, overwrite, frac)
+    try: train(data, out, epochs, bs, lr, wd, seed, precision, workers, resume, model, overwrite, frac, recipe, label_smoothing)
     except (TrainError, DataError, NonFiniteLoss) as e: sys.exit(f'fastcifar.train: error: {e}')
