@@ -1,0 +1,102 @@
+import numpy as np, pytest, torch, albumentations as A
+from fastcifar.data import (STATS, MEAN_FILL, AlbumentationsTransform, GetImage, cifar_dls, cifar_items, seed_augs,
+                            read_image)
+from fastcifar.sources import CLASSES, load_cifar
+from fastcifar.synthetic import synthetic_arrays
+
+def test_dls_counts_classes_shapes(tiny_tgz):
+    dls = cifar_dls(tiny_tgz, bs=16, seed=0)
+    assert (len(dls.train_ds), len(dls.valid_ds)) == (200, 50)
+    assert list(dls.vocab) == list(CLASSES)
+    xb, yb = dls.train.one_batch()
+    assert xb.shape == (16, 3, 32, 32) and xb.dtype == torch.float32 and yb.shape == (16,) and yb.dtype == torch.int64
+    xv, yv = dls.valid.one_batch()
+    assert xv.shape == (16, 3, 32, 32)
+    # normalised with the seed's statistics: undoing it gives back the uint8 test images exactly
+    data = load_cifar(tiny_tgz)
+    mean, std = torch.tensor(STATS[0]).view(1, 3, 1, 1), torch.tensor(STATS[1]).view(1, 3, 1, 1)
+    raw = ((xv.cpu()*std + mean)*255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
+    assert np.array_equal(raw, data.x_test[:16])
+    assert [dls.vocab[i] for i in yv] == [CLASSES[i] for i in data.y_test[:16]]
+
+def test_labels_follow_the_items(tiny_tgz):
+    dls = cifar_dls(tiny_tgz, bs=16, seed=0)
+    data = load_cifar(tiny_tgz)
+    for i in (0, 57, 199):
+        x, y = dls.train_ds[i]
+        assert np.array_equal(x.permute(1, 2, 0).numpy(), data.x_train[i]) and dls.vocab[y] == CLASSES[data.y_train[i]]
+
+def test_frac_keeps_every_nth():
+    x, y, xt, yt = synthetic_arrays(10, 4)
+    from fastcifar.sources import Cifar
+    items, valid = cifar_items(Cifar(x, y, xt, yt, CLASSES, 'syn'), frac=0.5)
+    assert len(items) == 50 + 20 and list(valid) == list(range(50, 70))
+    assert np.array_equal(items[1][0], x[2]) and items[1][1] == CLASSES[y[2]]
+
+def _only(aug, i):
+    "The augmentation with only its i-th transform, always applied."
+    t = aug.transforms[i]; t.p = 1.
+    return A.Compose([t])
+
+def test_cutout_is_one_16x16_hole_of_the_mean():
+    aug = _only(seed_augs(seed=0), 2)
+    img = np.zeros((32, 32, 3), np.uint8)
+    for _ in range(50):
+        out = aug(image=img)['image']
+        hole = (out == np.array(MEAN_FILL, np.uint8)).all(-1)
+        ys, xs = np.nonzero(hole)
+        assert hole.sum() == 256 and ys.max() - ys.min() == 15 and xs.max() - xs.min() == 15
+        assert (out[~hole] == 0).all()
+    assert MEAN_FILL == (125, 123, 114)
+
+def test_flip_and_affine_keep_shape_and_dtype():
+    rng = np.random.default_rng(0)
+    img = rng.integers(50, 256, (32, 32, 3), dtype=np.uint8)  # no dark pixels: a constant-0 border would show
+    flip, aff = _only(seed_augs(seed=0), 0), _only(seed_augs(seed=0), 1)
+    f = flip(image=img)['image']
+    assert f.shape == img.shape and f.dtype == np.uint8 and np.array_equal(f, img[:, ::-1])
+    outs = [aff(image=img)['image'] for _ in range(20)]
+    assert all(o.shape == img.shape and o.dtype == np.uint8 for o in outs)
+    assert sum(not np.array_equal(o, img) for o in outs) == 20
+    # reflect-101 borders, as the seed's albumentations 1.x ShiftScaleRotate: no constant-0 corners appear
+    assert all(o.min() >= 40 for o in outs)
+
+def test_affine_is_the_seeds_shift_scale_rotate():
+    aff = seed_augs().transforms[1]
+    assert aff.border_mode == 4  # cv2.BORDER_REFLECT_101
+    assert aff.rotate == (-7, 7) and aff.scale['x'] == aff.scale['y'] == (0.9, 1.1) and aff.keep_ratio
+    assert aff.translate_percent == {'x': (-0.0625, 0.0625), 'y': (-0.0625, 0.0625)}
+
+def test_transform_runs_only_on_the_training_split():
+    tfm = AlbumentationsTransform(seed_augs(p=1., seed=0))
+    x = GetImage()((np.random.default_rng(1).integers(0, 256, (32, 32, 3), dtype=np.uint8), 'cat'))
+    item = (x, 3)
+    assert tfm(item, split_idx=1) is item
+    out = tfm(item, split_idx=0)
+    assert out[1] == 3 and out[0].shape == (3, 32, 32) and not torch.equal(out[0], x)
+
+def test_validation_items_come_out_unchanged(tiny_tgz):
+    dls = cifar_dls(tiny_tgz, bs=16, seed=0)
+    data = load_cifar(tiny_tgz)
+    for i in range(0, 50, 7):
+        x, y = dls.valid.after_item(dls.valid_ds[i])
+        assert np.array_equal(x.permute(1, 2, 0).numpy(), data.x_test[i])
+
+def test_augmentations_share_one_stream_and_are_seeded():
+    a, b = seed_augs(seed=3), seed_augs(seed=3)
+    assert all(t.py_random is a.py_random and t.random_generator is a.random_generator for t in a.transforms)
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    assert all(np.array_equal(a(image=img)['image'], b(image=img)['image']) for _ in range(10))
+
+def test_read_image_any_mode(tmp_path):
+    from PIL import Image
+    Image.new('RGBA', (64, 48), (10, 20, 30, 128)).save(tmp_path/'a.png')
+    Image.new('L', (32, 32), 77).save(tmp_path/'b.jpg')
+    a, b = read_image(tmp_path/'a.png'), read_image(tmp_path/'b.jpg')
+    assert a.shape == b.shape == (32, 32, 3) and a.dtype == np.uint8 and (a == [10, 20, 30]).all()
+    assert abs(int(b[..., 0].mean()) - 77) <= 1 and (b[..., 0] == b[..., 1]).all()
+
+def test_real_data_smoke(shared_data):
+    dls = cifar_dls(shared_data, bs=128)
+    assert (len(dls.train_ds), len(dls.valid_ds)) == (50_000, 10_000)
+    assert len(dls.train) == 390 and list(dls.vocab) == list(CLASSES)
