@@ -4,6 +4,9 @@ from contextlib import nullcontext
 from pathlib import Path
 from fastai.callback.core import Callback
 from fastai.interpret import ClassificationInterpretation
+from fastai.learner import SkipToEpoch
+from fastai.torch_core import rank_distrib
+from .distributed import all_ranks, gather, sum_ranks, unwrap, unwrap_dl
 
 __all__ = ['NonFiniteLoss', 'CPUAutocast', 'History', 'Checkpoint', 'RunArtefacts', 'atomic_write',
            'rng_state', 'set_rng_state', 'plot_curves', 'HISTORY_COLS']
@@ -50,17 +53,17 @@ class History(EpochCallback):
         self.tot, self.n = self.tot + self.learn.loss.detach().float()*bs, self.n + bs
         if self.iter % self.check_every == 0: self._check()
     def _check(self):
-        # one host sync every `check_every` batches, not one a batch
-        if not torch.isfinite(torch.as_tensor(self.tot)):
+        # one host sync every `check_every` batches, not one a batch; every rank stops at the same batch
+        if not torch.isfinite(torch.as_tensor(sum_ranks(self.tot)[0])):
             raise NonFiniteLoss(f'training stopped: the loss became NaN or infinite in epoch {self.epoch+1}; '
                                 f'the last good checkpoint is kept; try a lower --lr or --precision fp32')
     def epoch_done(self):
         self._check()
-        rec = dict(zip(self.recorder.metric_names, self.recorder.log))
-        self.rows.append(dict(epoch=self.epoch, train_loss=float(self.tot/max(self.n, 1)),
+        rec, (tot, n) = dict(zip(self.recorder.metric_names, self.recorder.log)), sum_ranks(self.tot, self.n)
+        self.rows.append(dict(epoch=self.epoch, train_loss=float(tot/max(n, 1)),
                               train_accuracy=float(rec['train_accuracy']), test_loss=float(rec['valid_loss']),
                               test_accuracy=float(rec['valid_accuracy']), seconds=time.perf_counter()-self.t0))
-        self.save(self.path/self.fname)
+        if not rank_distrib(): self.save(self.path/self.fname)
     def save(self, path):
         lines = [','.join(HISTORY_COLS)] + [','.join(f'{r[c]:.6g}' if isinstance(r[c], float) else str(r[c] + 1)
                                                       for c in HISTORY_COLS) for r in self.rows]
@@ -69,7 +72,7 @@ class History(EpochCallback):
 def rng_state(learn, aug=None):
     "Every random state a run consumes: torch, numpy, python, the DataLoaders' and the augmentation's."
     st = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
-              dls=[dl.rng.getstate() for dl in learn.dls.loaders])
+              dls=[unwrap_dl(dl).rng.getstate() for dl in learn.dls.loaders])
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
     if aug is not None: st['aug'] = (aug.random_generator.bit_generator.state, aug.py_random.getstate())
     return st
@@ -86,9 +89,11 @@ class Checkpoint(EpochCallback):
     order = 70
     def __init__(self, fname='checkpoint.pth', aug=None, config=None): self.fname, self.aug, self.config = fname, aug, config
     def epoch_done(self):
-        state = dict(model=self.model.state_dict(), opt=self.opt.state_dict(), epoch=self.epoch,
-                     n_epoch=self.n_epoch, rng=rng_state(self.learn, self.aug), history=self.history.rows,
-                     config=self.config)
+        rngs = all_ranks(rng_state(self.learn, self.aug))  # each rank's own streams, to resume on as many ranks
+        if rank_distrib(): return
+        state = dict(model=unwrap(self.model).state_dict(), opt=self.opt.state_dict(), epoch=self.epoch,
+                     n_epoch=self.n_epoch, rng=rngs[0], history=self.history.rows, config=self.config)
+        if len(rngs) > 1: state['rng_ranks'] = rngs
         atomic_write(self.path/self.fname, lambda p: torch.save(state, p))
 
 def plot_curves(rows, fname):
@@ -116,10 +121,10 @@ class RunArtefacts(EpochCallback):
     def before_validate(self): self.cm, self.tta_hits = None, 0
     def after_batch(self):
         if self.training: return
-        c, y = len(self.dls.vocab), self.yb[0].flatten()
-        cm = torch.bincount(y*c + self.pred.argmax(-1).flatten(), minlength=c*c)
+        c, y = len(self.dls.vocab), gather(self.learn, self.yb[0].flatten())  # the whole batch, over every rank
+        cm = torch.bincount(y*c + gather(self.learn, self.pred.argmax(-1).flatten()), minlength=c*c)
         self.cm = cm if self.cm is None else self.cm + cm
-        if self.epoch == self.n_epoch - 1: self.tta_hits += (self.flip_tta() == y).sum()
+        if self.epoch == self.n_epoch - 1: self.tta_hits += (gather(self.learn, self.flip_tta()) == y).sum()
     def flip_tta(self):
         "Class predicted from the mean of the image's and its mirror's softmax (flips only: no training augmentation)."
         x, dev = self.xb[0], self.xb[0].device.type
@@ -127,10 +132,15 @@ class RunArtefacts(EpochCallback):
         with torch.autocast(dev, dtype=torch.float16 if prec == 'fp16' else torch.bfloat16, enabled=prec != 'fp32'):
             flipped = self.model(x.flip(-1)).float()
         return (self.pred.float().softmax(-1) + flipped.softmax(-1)).argmax(-1)
-    def epoch_done(self): plot_curves(self.history.rows, self.path/'curves.png')
+    def epoch_done(self):
+        if not rank_distrib(): plot_curves(self.history.rows, self.path/'curves.png')
     def after_fit(self):
         rows = self.history.rows
         if len(rows) < self.n_epoch: return  # interrupted (e.g. NaN): keep the last checkpoint, no final files
+        if self.cm is None:  # resumed after the last epoch: count it once more (on every rank), without the
+            with self.learn.removed_cbs(self.learn.cbs.filter(lambda c: isinstance(c, SkipToEpoch))): self.learn.validate()
+            # resume's SkipToEpoch, which would cancel that validation as a skipped epoch
+        if rank_distrib(): return  # rank 0 writes the run folder
         self.confusion_matrix()
         accs, n_test = [r['test_accuracy'] for r in rows], int(self.cm.sum())
         res = dict(final_test_accuracy=accs[-1], final_test_accuracy_flip_tta=float(self.tta_hits)/n_test, best_test_accuracy=max(accs), best_epoch=accs.index(max(accs))+1,
@@ -141,7 +151,6 @@ class RunArtefacts(EpochCallback):
         if self.export_fn: self.export_fn(self.learn)
     def confusion_matrix(self):
         import matplotlib.pyplot as plt
-        if self.cm is None: self.learn.validate()  # resumed after the last epoch: count it once more
         c = len(self.dls.vocab)
         _Confusion(list(self.dls.vocab), self.cm.view(c, c).cpu().numpy()).plot_confusion_matrix(figsize=(7, 7))
         fig = plt.gcf()

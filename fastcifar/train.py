@@ -9,7 +9,7 @@ from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
 from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 from fastai.metrics import accuracy
-from fastai.torch_core import set_seed, default_device
+from fastai.torch_core import set_seed, default_device, rank_distrib
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner)
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.fp16 import MixedPrecision
@@ -17,6 +17,7 @@ from .model import Net, n_params
 from .data import cifar_dls
 from .sources import DataError
 from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFiniteLoss, set_rng_state
+from .distributed import world_size, setup, barrier, rank0_first, from_rank0, distrib_cbs, data_parallel, dump_rank
 
 __all__ = ['SEED', 'TrainError', 'seed_opt', 'fit_seed_cycle', 'get_model', 'pick_precision', 'seed_learner',
            'train', 'main']
@@ -98,7 +99,8 @@ def _device_name(dev):
 def _workers(workers, device):
     "DataLoader workers: 0 on the CPU (workers compete with the training threads for 2 cores), else up to 8."
     if workers is not None: return workers
-    return 0 if torch.device(device or 'cpu').type == 'cpu' else min(8, max(1, (os.cpu_count() or 1) - 1))
+    cores = (os.cpu_count() or 1)//int(os.environ.get('LOCAL_WORLD_SIZE', 1))  # shared by this machine's processes
+    return 0 if torch.device(device or 'cpu').type == 'cpu' else min(8, max(1, cores - 1))
 
 def _check_args(epochs, bs, lr, wd, workers, frac):
     for name, v, ok in (('epochs', epochs, epochs >= 1), ('bs', bs, bs >= 1), ('lr', lr, lr > 0), ('wd', wd, wd >= 0),
@@ -107,7 +109,7 @@ def _check_args(epochs, bs, lr, wd, workers, frac):
                                     + (' (0 < frac <= 1)' if name == 'frac' else ''))
 
 def _run_folder(out, resume, overwrite):
-    out = Path(out) if out else Path('runs')/time.strftime('%Y%m%d-%H%M%S')
+    out = Path(out) if out else Path('runs')/from_rank0(time.strftime('%Y%m%d-%H%M%S'))  # one folder for every rank
     ckpt = out/'checkpoint.pth'
     if resume:
         if not ckpt.exists(): raise TrainError(f'--resume: no checkpoint at {ckpt}; start a new run without --resume')
@@ -115,11 +117,11 @@ def _run_folder(out, resume, overwrite):
         raise TrainError(f'run folder {out} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out')
     return out, ckpt
 
-_DEFAULTS = dict(recipe='seed', label_smoothing=0.)  # settings a checkpoint of an older version may lack
+_DEFAULTS = dict(recipe='seed', label_smoothing=0., world_size=1)  # settings a checkpoint of an older version may lack
 
 def _export(learn):
     "Write `model.pkl` (fastai `export`) without the training-only callbacks."
-    with learn.removed_cbs([cb for cb in learn.cbs if isinstance(cb, (History, Checkpoint, RunArtefacts, CPUAutocast))]):
+    with learn.removed_cbs([cb for cb in learn.cbs if isinstance(cb, (History, Checkpoint, RunArtefacts, CPUAutocast, *distrib_cbs()))]):
         learn.export('model.pkl')
 
 def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr'], wd=SEED['wd'], seed=42,
@@ -130,23 +132,31 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
     if recipe == 'improved' and wd == SEED['wd']: wd = IMPROVED['wd']
     if label_smoothing is None: label_smoothing = IMPROVED['label_smoothing'] if recipe == 'improved' else 0.
     _check_args(epochs, bs, lr, wd, workers, frac)
+    try: setup()  # join the process group of `accelerate launch`; nothing in a single process
+    except ImportError as e: raise TrainError(e) from None
+    ws, rank = world_size(), rank_distrib()
     out, ckpt_path = _run_folder(out, resume, overwrite)
     ckpt = torch.load(ckpt_path, weights_only=False) if resume else None  # our own file, written by Checkpoint
     cfg = {**_DEFAULTS, **ckpt['config']} if resume else dict(data=None if data is None else str(data), epochs=epochs, bs=bs, lr=lr,
                                              wd=wd, seed=seed, precision=precision, workers=workers, model=model, frac=frac,
-                                             recipe=recipe, label_smoothing=label_smoothing)
-    set_seed(cfg['seed'], reproducible=True)
-    dls = cifar_dls(cfg['data'], bs=cfg['bs'], workers=_workers(cfg['workers'], default_device()), frac=cfg['frac'],
-                    seed=cfg['seed'])
+                                             recipe=recipe, label_smoothing=label_smoothing, world_size=ws)
+    if cfg['world_size'] != ws: raise TrainError(f'--resume: the run in {out} trained on {cfg["world_size"]} processes; resume it on as many')
+    barrier()  # every rank has checked the run folder before rank 0 changes it
+    # rank 0 draws as a single process does; each other rank its own augmentations (and DataLoader worker seeds)
+    set_seed(cfg['seed'] + rank, reproducible=True)
+    with rank0_first():  # rank 0 extracts and caches (or downloads) the data once
+        dls = cifar_dls(cfg['data'], bs=cfg['bs'], workers=_workers(cfg['workers'], default_device()), frac=cfg['frac'],
+                        seed=cfg['seed'] + rank)
     dls.train.drop_last = False  # the seed's 391 steps an epoch: the last, partial batch is trained on too
     mdl = get_model(cfg['model'])
-    if not resume and out.exists() and overwrite: shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
+    if not rank:  # rank 0 writes the run folder
+        if not resume and out.exists() and overwrite: shutil.rmtree(out)
+        out.mkdir(parents=True, exist_ok=True)
     learn = seed_learner(dls, mdl, cfg['wd'], cfg['precision'], path=out, label_smoothing=cfg['label_smoothing'])
     aug = dls.train.after_item.fs.filter(lambda t: hasattr(t, 'aug')).map(lambda t: t.aug)
     aug = aug[0] if len(aug) else None
     info = dict(recipe=cfg['recipe'], label_smoothing=cfg['label_smoothing'], params=n_params(learn.model),
-                lr=cfg['lr'], bs=cfg['bs'], wd=cfg['wd'], seed=cfg['seed'],
+                lr=cfg['lr'], bs=cfg['bs'], world_size=ws, effective_bs=cfg['bs']*ws, wd=cfg['wd'], seed=cfg['seed'],
                 device=_device_name(dls.device or 'cpu'), precision=learn.precision, data=dls.source,
                 model=cfg['model'] or 'fastcifar.model:Net', versions=_versions(), command=' '.join(sys.argv))
     cbs = [History(rows=ckpt['history'] if resume else None), Checkpoint(aug=aug, config=cfg),
@@ -155,10 +165,11 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
     if resume:
         learn.create_opt()
         learn.model.load_state_dict(ckpt['model']); learn.opt.load_state_dict(ckpt['opt'])
-        set_rng_state(learn, ckpt['rng'], aug)
+        set_rng_state(learn, ckpt.get('rng_ranks', [ckpt['rng']])[rank], aug)
         learn.resume_from = ckpt['epoch'] + 1
-    with (ContextManagers([learn.no_bar(), learn.no_logging()]) if not show else learn.added_cbs([])):
+    with data_parallel(learn), (ContextManagers([learn.no_bar(), learn.no_logging()]) if not show else learn.added_cbs([])):
         fit_seed_cycle(learn, cfg['epochs'], cfg['lr'], cbs=cbs, start_epoch=learn.resume_from)
+    dump_rank(learn, aug)  # tests only (env FASTCIFAR_RANK_DUMP)
     return learn
 
 @call_parse
