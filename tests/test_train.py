@@ -172,3 +172,14 @@ def test_real_data_two_epochs_on_a_tenth(shared_data, tmp_path):
     train(shared_data, tmp_path/'smoke', epochs=2, frac=0.1, seed=42, show=False)
     res = json.loads((tmp_path/'smoke'/'results.json').read_text())
     assert res['epochs'] == 2 and res['final_test_accuracy'] > 0.25
+
+def test_resume_after_the_last_epoch_writes_the_final_files(tiny_tgz, tmp_path):
+    out = tmp_path/'r'
+    train(tiny_tgz, out, epochs=1, bs=32, show=False)
+    first = json.loads((out/'results.json').read_text())
+    for f in ('results.json', 'model.pkl', 'confusion_matrix.png'): (out/f).unlink()  # killed before after_fit ended
+    train(None, out, resume=True, show=False)
+    res = json.loads((out/'results.json').read_text())
+    assert [r['epoch'] for r in read_history(out)] == ['1'] and (out/'model.pkl').exists() and (out/'confusion_matrix.png').exists()
+    assert res['final_test_accuracy'] == pytest.approx(first['final_test_accuracy'])
+    assert res['final_test_accuracy_flip_tta'] == pytest.approx(first['final_test_accuracy_flip_tta'])
