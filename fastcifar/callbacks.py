@@ -98,16 +98,14 @@ class Checkpoint(EpochCallback):
 
 def plot_curves(rows, fname):
     "Loss and accuracy, train and test, over epochs, from the history rows."
-    import matplotlib; matplotlib.use('Agg', force=False)
-    import matplotlib.pyplot as plt
+    from matplotlib.figure import Figure  # not pyplot: no backend switch, works in a terminal and leaves notebooks alone
     ep = [r['epoch'] + 1 for r in rows]
-    fig, axs = plt.subplots(1, 2, figsize=(11, 4))
-    for ax, what in zip(axs, ('loss', 'accuracy')):
+    fig = Figure(figsize=(11, 4))
+    for ax, what in zip(fig.subplots(1, 2), ('loss', 'accuracy')):
         for split in ('train', 'test'): ax.plot(ep, [r[f'{split}_{what}'] for r in rows], 'o-', ms=3, label=split)
         ax.set(xlabel='epoch', ylabel=what, title=what); ax.grid(alpha=.3); ax.legend()
     fig.tight_layout()
     atomic_write(fname, lambda p: fig.savefig(p, dpi=100, format='png'))
-    plt.close(fig)
 
 class _Confusion(ClassificationInterpretation):
     "fastai's confusion-matrix plot over a matrix counted during the last test epoch (no second pass over the data)."
