@@ -92,9 +92,13 @@ def _versions():
     return dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
                 fastai=fastai.__version__, fastcore=fastcore.__version__, albumentations=albumentations.__version__)
 
+def _cpu_name():
+    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
+
 def _device_name(dev):
     if torch.device(dev).type == 'cuda': return torch.cuda.get_device_name(torch.device(dev))
-    return f'CPU: {platform.processor() or platform.machine()}, {torch.get_num_threads()} threads'
+    return f'CPU: {_cpu_name()}, {torch.get_num_threads()} threads'
 
 def _workers(workers, device):
     "DataLoader workers: 0 on the CPU (workers compete with the training threads for 2 cores), else up to 8."
@@ -102,11 +106,14 @@ def _workers(workers, device):
     cores = (os.cpu_count() or 1)//int(os.environ.get('LOCAL_WORLD_SIZE', 1))  # shared by this machine's processes
     return 0 if torch.device(device or 'cpu').type == 'cpu' else min(8, max(1, cores - 1))
 
-def _check_args(epochs, bs, lr, wd, workers, frac):
-    for name, v, ok in (('epochs', epochs, epochs >= 1), ('bs', bs, bs >= 1), ('lr', lr, lr > 0), ('wd', wd, wd >= 0),
-                        ('workers', workers, workers is None or workers >= 0), ('frac', frac, 0 < frac <= 1)):
-        if not ok: raise TrainError(f'--{name} {v}: must be {"a positive number" if name != "wd" and name != "workers" else "zero or more"}'
-                                    + (' (0 < frac <= 1)' if name == 'frac' else ''))
+_RULES = dict(epochs=(lambda v: v >= 1, '1 or more'), bs=(lambda v: v >= 1, '1 or more'), lr=(lambda v: v > 0, 'above 0'),
+              wd=(lambda v: v >= 0, '0 or more'), workers=(lambda v: v is None or v >= 0, '0 or more'),
+              frac=(lambda v: 0 < v <= 1, 'above 0 and at most 1'))
+
+def _check_args(**kw):
+    for k, v in kw.items():
+        ok, want = _RULES[k]
+        if not ok(v): raise TrainError(f'--{k} {v}: must be {want}')
 
 def _run_folder(out, resume, overwrite):
     out = Path(out) if out else Path('runs')/from_rank0(time.strftime('%Y%m%d-%H%M%S'))  # one folder for every rank
@@ -131,7 +138,7 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
     if recipe not in ('seed', 'improved'): raise TrainError(f'--recipe {recipe}: unknown; choose seed or improved')
     if recipe == 'improved' and wd == SEED['wd']: wd = IMPROVED['wd']
     if label_smoothing is None: label_smoothing = IMPROVED['label_smoothing'] if recipe == 'improved' else 0.
-    _check_args(epochs, bs, lr, wd, workers, frac)
+    _check_args(epochs=epochs, bs=bs, lr=lr, wd=wd, workers=workers, frac=frac)
     try: setup()  # join the process group of `accelerate launch`; nothing in a single process
     except ImportError as e: raise TrainError(e) from None
     ws, rank = world_size(), rank_distrib()
