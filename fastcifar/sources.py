@@ -6,7 +6,21 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from fastai.data.external import URLs, fastai_cfg, untar_data
+
+# fastai.data.external (URLs, fastai_cfg, untar_data) is imported on first use, not here: `to_rgb32` and `DataError`
+# are used by fastcifar.predict's weights-only path, whose start-up must not pay for importing fastai.
+_LAZY = ('URLs', 'fastai_cfg', 'untar_data')
+
+def __getattr__(name):
+    "`sources.URLs`, `sources.fastai_cfg`, `sources.untar_data`: fastai's, imported on first access"
+    if name in _LAZY:
+        from fastai.data import external
+        return getattr(external, name)
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
+
+def _fastai(name):
+    "fastai's `name`, or the module attribute that replaces it (a test's monkeypatch)"
+    return globals()[name] if name in globals() else __getattr__(name)
 
 CLASSES = ('airplane','automobile','bird','cat','deer','dog','frog','horse','ship','truck')  # CIFAR-10 order
 _BATCHES = tuple(f'data_batch_{i}' for i in range(1,6)) + ('test_batch',)
@@ -34,7 +48,7 @@ class Cifar:
 def cache_root():
     "Where extracted archives and decoded arrays go: env FASTCIFAR_CACHE, else fastai's data folder/'fastcifar'"
     e = os.environ.get('FASTCIFAR_CACHE')
-    return Path(e).expanduser() if e else fastai_cfg().path('data')/'fastcifar'
+    return Path(e).expanduser() if e else _fastai('fastai_cfg')().path('data')/'fastcifar'
 
 def to_rgb32(im):
     "`im` as a 32x32 RGB PIL image"
@@ -232,9 +246,10 @@ def _cached(key, name, decode):
 
 def _download():
     "Folder of fastai's `URLs.CIFAR` extraction, downloading it if needed"
-    try: return Path(untar_data(URLs.CIFAR))
+    url = _fastai('URLs').CIFAR
+    try: return Path(_fastai('untar_data')(url))
     except Exception as e:
-        raise DataError(f'could not download CIFAR-10 from {URLs.CIFAR} ({type(e).__name__}: {e}); offline? {_HELP}') from None
+        raise DataError(f'could not download CIFAR-10 from {url} ({type(e).__name__}: {e}); offline? {_HELP}') from None
 
 def load_cifar(source=None):
     "Decoded `Cifar` from `source` (folder, archive, pickles; default env FASTCIFAR_DATA or `URLs.CIFAR`), cached"

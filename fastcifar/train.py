@@ -17,6 +17,7 @@ from .model import Net, n_params
 from .data import cifar_dls
 from .sources import DataError
 from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFiniteLoss, set_rng_state
+from .predict import export_safe
 from .distributed import world_size, setup, barrier, rank0_first, from_rank0, distrib_cbs, data_parallel, dump_rank
 
 __all__ = ['SEED', 'TrainError', 'seed_opt', 'fit_seed_cycle', 'get_model', 'pick_precision', 'seed_learner',
@@ -127,9 +128,10 @@ def _run_folder(out, resume, overwrite):
 _DEFAULTS = dict(recipe='seed', label_smoothing=0., world_size=1)  # settings a checkpoint of an older version may lack
 
 def _export(learn):
-    "Write `model.pkl` (fastai `export`) without the training-only callbacks."
+    "Write `model.pkl` (fastai `export`, without the training-only callbacks) and the weights-only safe format."
     with learn.removed_cbs([cb for cb in learn.cbs if isinstance(cb, (History, Checkpoint, RunArtefacts, CPUAutocast, *distrib_cbs()))]):
         learn.export('model.pkl')
+    export_safe(learn, learn.path)
 
 def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr'], wd=SEED['wd'], seed=42,
           precision='auto', workers=None, resume=False, model=None, overwrite=False, frac=1.0, recipe='seed',

@@ -6,7 +6,8 @@ from fastcifar.train import SEED, TrainError, train
 from fastcifar import distributed as D
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = {'history.csv', 'curves.png', 'confusion_matrix.png', 'results.json', 'model.pkl', 'checkpoint.pth'}
+FILES = {'history.csv', 'curves.png', 'confusion_matrix.png', 'results.json', 'model.pkl', 'model.safetensors', 'model.json',
+         'checkpoint.pth'}
 HAS_ACCELERATE = importlib.util.find_spec('accelerate') is not None
 
 def weights(f, key='model'): return torch.load(f, weights_only=False)[key]

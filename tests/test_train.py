@@ -8,7 +8,8 @@ from fastcifar.train import SEED, TrainError, fit_seed_cycle, seed_learner, trai
 from fastcifar.callbacks import CPUAutocast, NonFiniteLoss
 
 ROOT = Path(__file__).resolve().parents[1]
-FILES = ('history.csv', 'curves.png', 'confusion_matrix.png', 'results.json', 'model.pkl', 'checkpoint.pth')
+FILES = ('history.csv', 'curves.png', 'confusion_matrix.png', 'results.json', 'model.pkl', 'model.safetensors', 'model.json',
+         'checkpoint.pth')
 
 def cli(*args, **kw):
     return subprocess.run([sys.executable, '-m', 'fastcifar.train', *map(str, args)], capture_output=True, text=True,

@@ -1,0 +1,411 @@
+"""Predict the CIFAR-10 class of any image with a trained model: `python -m fastcifar.predict MODEL IMAGE...`.
+
+Two model formats, picked by the file's suffix:
+- `model.pkl`: fastai's `learn.export`. `load_learner` unpickles it, and unpickling runs code from the file:
+  load only files you trust.
+- `model.safetensors` + `model.json` (`export_safe`): the Net's weights and what rebuilds it and its preprocessing.
+  Loading them unpickles nothing and imports no fastai (fast start-up); preprocessing is done with PIL/numpy/torch.
+
+Every image is made a 32x32 RGB image as the training data was (`fastcifar.sources.to_rgb32`: any mode converted to
+RGB, any size resized bilinearly), then scaled and normalised as in training: validation transforms, no augmentation.
+"""
+import hashlib, importlib, json, os, re, sys, warnings
+from dataclasses import dataclass
+from pathlib import Path
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+from fastcore.script import call_parse
+from .sources import to_rgb32
+
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'IMAGE_EXTS', 'ModelError', 'Prediction', 'Predictor', 'LearnerPredictor',
+           'SafePredictor', 'read_rgb', 'image_files', 'load_model', 'predict', 'export_safe', 'cli', 'main']
+
+FORMAT, FORMAT_VERSION = 'fastcifar-weights', 1  # `model.json`'s format name and version (bump on incompatible change)
+SIZE = 32  # `to_rgb32`'s size: the Net's input
+IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.jpe', '.jfif', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm', '.pbm', '.pnm')
+_SPEC = re.compile(r'[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*')
+_CHUNK = 2048  # images decoded and predicted at a time (bounds memory for big folders)
+
+class ModelError(Exception):
+    "A model file that cannot be used: a one-line message naming the problem and the path"
+    def __init__(self, msg): super().__init__(' '.join(str(msg).split()))
+
+def _short(e, n=300):
+    "`e` as one line of at most `n` characters, with its type"
+    s = ' '.join(f'{type(e).__name__}: {e}'.split())
+    return s if len(s) <= n else s[:n-3] + '...'
+
+@dataclass
+class Prediction:
+    "The top classes of one image, most likely first, or why it could not be predicted"
+    path: str             # the file, or '<image N>' for an in-memory image
+    classes: tuple = ()   # the top-k classes
+    probs: tuple = ()     # their probabilities
+    error: str = None     # one line naming the problem (then `classes` and `probs` are empty)
+    @property
+    def ok(self): return self.error is None
+    @property
+    def label(self): return self.classes[0] if self.classes else None
+    @property
+    def prob(self): return self.probs[0] if self.probs else None
+    def to_dict(self):
+        if not self.ok: return dict(path=self.path, error=self.error)
+        return {'path': self.path, 'class': self.label, 'prob': self.prob,
+                'topk': [{'class': c, 'prob': p} for c, p in zip(self.classes, self.probs)]}
+
+# ---------------------------------------------------------------------------------------------------------- images
+
+def _rgb(im, size=SIZE):
+    "PIL image `im` as a `size`x`size` RGB image, made as the training data was (`to_rgb32`)"
+    if size == SIZE: return to_rgb32(im)
+    if im.mode != 'RGB': im = im.convert('RGB')
+    return im if im.size == (size, size) else im.resize((size, size), Image.Resampling.BILINEAR)
+
+def read_rgb(src, size=SIZE):
+    "uint8 (size,size,3) RGB array of an image file, PIL image or HWC/HW uint8 array, made as the training data was"
+    if isinstance(src, np.ndarray):
+        if src.dtype == np.uint8 and src.shape == (size, size, 3): return src
+        src = Image.fromarray(src)
+    if isinstance(src, Image.Image): return np.asarray(_rgb(src, size))
+    with Image.open(src) as im: return np.asarray(_rgb(im, size))
+
+def _read(name, src, size):
+    "(array, None) of image `src`, or (None, one-line error naming `name`)"
+    if not isinstance(src, (str, os.PathLike)):
+        try: return read_rgb(src, size), None
+        except Exception as e: return None, f'not a usable image: {name} ({_short(e)})'
+    try: im = Image.open(src)
+    except UnidentifiedImageError: return None, f'not an image file: {name}'
+    except FileNotFoundError: return None, f'no such file or folder: {name}'
+    except OSError as e: return None, f'cannot read {name} ({e.strerror or _short(e)})'
+    except Exception as e: return None, f'cannot open image {name} ({_short(e)})'  # e.g. PIL's DecompressionBombError
+    try:
+        with im, warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # e.g. PIL's note on palette transparency: converted as in training, not a problem
+            return np.asarray(_rgb(im, size)), None
+    except Exception as e: return None, f'unreadable or truncated image: {name} ({_short(e)})'
+
+def image_files(folder):
+    "Image files (by suffix) in `folder` and its subfolders, sorted, hidden ones skipped"
+    for root, dirs, files in os.walk(folder):
+        dirs[:] = sorted(d for d in dirs if not d.startswith('.'))
+        for f in sorted(files):
+            if not f.startswith('.') and f.lower().endswith(IMAGE_EXTS): yield os.path.join(root, f)
+
+def _expand(images):
+    "(name, source, error) of each image in `images`: paths, folders (searched for image files), PIL images, arrays"
+    if isinstance(images, (str, os.PathLike, Image.Image)) or (isinstance(images, np.ndarray) and images.ndim < 4):
+        images = [images]
+    for i, o in enumerate(images):
+        if not isinstance(o, (str, os.PathLike)): yield f'<image {i}>', o, None; continue
+        p = os.fspath(o)
+        if os.path.isdir(p):
+            n = 0
+            for f in image_files(p): n += 1; yield f, f, None
+            if not n: yield p, None, f'no image files in folder: {p} (looked for {", ".join(IMAGE_EXTS[:3])}, ...)'
+        elif os.path.exists(p): yield p, p, None
+        else: yield p, None, f'no such file or folder: {p}'
+
+# ------------------------------------------------------------------------------------------------------ predictors
+
+class Predictor:
+    "Top-k classes of images: `predict(images, topk)`; `probs(x)` of a uint8 (N,H,W,3) batch. `load_model` gives one."
+    kind = None
+    def __init__(self, classes, source='', size=SIZE, bs=256):
+        self.classes, self.source, self.size, self.bs = [str(c) for c in classes], str(source), size, bs
+    def __repr__(self): return f'{type(self).__name__}({self.source!r}, {len(self.classes)} classes)'
+    def probs(self, x, tta=False):
+        "float32 (N, classes) CPU tensor of softmax probabilities of uint8 (N,size,size,3) RGB images `x`"
+        raise NotImplementedError
+    def _check_topk(self, topk):
+        if not isinstance(topk, int) or not 1 <= topk <= len(self.classes):
+            raise ValueError(f'topk {topk}: must be 1 to {len(self.classes)} (the number of classes)')
+        return topk
+    def iter_predict(self, images, topk=1, tta=False):
+        "`Prediction`s of `images` (files, folders, PIL images, arrays) in order, batched; bad images get an `error`"
+        self._check_topk(topk)
+        todo = []
+        for name, src, err in _expand(images):
+            x, err = (None, err) if err else _read(name, src, self.size)
+            todo.append((name, x, err))
+            if len(todo) >= _CHUNK: yield from self._flush(todo, topk, tta); todo = []
+        yield from self._flush(todo, topk, tta)
+    def _flush(self, todo, topk, tta):
+        xs = [x for _, x, err in todo if err is None]
+        if xs:
+            p, i = self.probs(np.stack(xs), tta=tta), 0
+            vals, idxs = p.topk(topk, dim=1)
+            vals, idxs = vals.tolist(), idxs.tolist()
+        for name, x, err in todo:
+            if err: yield Prediction(name, error=err); continue
+            yield Prediction(name, tuple(self.classes[j] for j in idxs[i]), tuple(vals[i])); i += 1
+    def predict(self, images, topk=1, tta=False):
+        "List of the `Prediction`s of `images` (see `iter_predict`)"
+        return list(self.iter_predict(images, topk, tta))
+
+class LearnerPredictor(Predictor):
+    "Predictions of a fastai `Learner` (exported or in memory): `learn.dls.test_dl` + `learn.get_preds`, in fp32"
+    kind = 'learner'
+    def __init__(self, learn, source='<Learner>', bs=256):
+        try: classes = list(learn.dls.vocab)
+        except Exception: raise ModelError(f'not a classifier Learner: {source} has no class vocabulary') from None
+        super().__init__(classes, source, SIZE, bs)
+        self.learn = learn
+    def _preds(self, x):
+        learn = self.learn
+        # items are (image,) tuples: the DataBlock's `GetImage` takes the first element; rm_type_tfms=0 keeps it
+        # no worker processes: the items are decoded arrays already (and a GPU run's export may ask for 8)
+        dl = learn.dls.test_dl([(a,) for a in x], rm_type_tfms=0, bs=self.bs, num_workers=0)
+        # fp32 like the weights-only format: an in-memory Learner's autocast callbacks would change the numbers
+        amp = [cb for cb in learn.cbs if type(cb).__name__ in ('CPUAutocast', 'MixedPrecision')]
+        with learn.no_bar(), learn.removed_cbs(amp): p, _ = learn.get_preds(dl=dl)
+        return p.float().cpu()
+    def probs(self, x, tta=False):
+        p = self._preds(x)
+        # flip TTA: mean with the mirror image's prediction (not `learn.tta`, which applies the training augmentation)
+        return (p + self._preds(np.ascontiguousarray(x[:, :, ::-1]))) / 2 if tta else p
+
+class SafePredictor(Predictor):
+    "Predictions of a bare `nn.Module` with the json's preprocessing: scale to [0,1], normalise (no fastai)"
+    kind = 'safe'
+    def __init__(self, model, classes, mean, std, size=SIZE, scale=255., source='', bs=256, device='cpu'):
+        super().__init__(classes, source, size, bs)
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval()
+        self.mean, self.std = (torch.tensor(v, dtype=torch.float32, device=self.device).view(1, -1, 1, 1) for v in (mean, std))
+        self.scale = float(scale)
+    def preprocess(self, x):
+        "Normalised float32 (N,3,size,size) tensor of uint8 (N,size,size,3) images, as fastai's batch transforms do"
+        x = np.ascontiguousarray(x)
+        t = torch.from_numpy(x if x.flags.writeable else x.copy()).to(self.device).permute(0, 3, 1, 2).contiguous()
+        return (t.float().div_(self.scale) - self.mean) / self.std  # IntToFloatTensor, then Normalize
+    def probs(self, x, tta=False):
+        out = []
+        with torch.inference_mode():
+            for i in range(0, len(x), self.bs):
+                xb = self.preprocess(x[i:i+self.bs])
+                p = self.model(xb).float().softmax(-1)
+                if tta: p = (p + self.model(xb.flip(-1)).float().softmax(-1)) / 2
+                out.append(p.cpu())
+        return torch.cat(out) if out else torch.empty(0, len(self.classes))
+
+# ---------------------------------------------------------------------------------------------------------- saving
+
+def _atomic_write(path, data):
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    try: tmp.write_bytes(data); os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
+
+def _preprocessing(learn):
+    "(scale, mean, std) of the Learner's batch transforms (IntToFloatTensor's divisor, Normalize's stats)"
+    scale, mean, std = 255., [0., 0., 0.], [1., 1., 1.]
+    for t in getattr(getattr(learn.dls, 'after_batch', None), 'fs', []):
+        name = type(t).__name__
+        if name == 'IntToFloatTensor': scale = float(t.div)
+        if name == 'Normalize' and getattr(t, 'mean', None) is not None:
+            # float32 values written as their shortest decimal (0.4914, not 0.49140000343): the same float32 back
+            mean, std = ([float(np.format_float_positional(o, unique=True)) for o in torch.as_tensor(v).flatten().float().numpy()]
+                         for v in (t.mean, t.std))
+    return scale, mean, std
+
+def export_safe(learn, path_dir='.', name='model'):
+    "Write `learn`'s weights-only format to `path_dir`: `name.safetensors` (model state_dict) and `name.json`"
+    from safetensors.torch import save
+    m, d = learn.model, Path(path_dir)
+    while isinstance(m, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) or hasattr(m, '_orig_mod'):
+        m = m._orig_mod if hasattr(m, '_orig_mod') else m.module  # the bare model of a parallel wrapper or torch.compile
+    cls = type(m)
+    spec = f'{cls.__module__}:{cls.__qualname__}'
+    if not _SPEC.fullmatch(spec) or cls.__module__ == '__main__':
+        raise ModelError(f'cannot export {spec} weights-only: the model class must be importable by name (module:Class)')
+    scale, mean, std = _preprocessing(learn)
+    cfg = dict(format=FORMAT, version=FORMAT_VERSION, model=spec, classes=[str(c) for c in learn.dls.vocab],
+               size=SIZE, mode='RGB', resize='bilinear', scale=scale, mean=mean, std=std)
+    # contiguous CPU copies: channels_last weights and shared storage are not storable as-is
+    sd = {k: v.detach().to('cpu', copy=True).contiguous() for k, v in m.state_dict().items()}
+    data = save(sd, metadata={'fastcifar': json.dumps(cfg)})  # the description rides in the header too
+    full = dict(cfg, weights=f'{name}.safetensors', sha256=hashlib.sha256(data).hexdigest(),
+                params=sum(p.numel() for p in m.parameters()))
+    d.mkdir(parents=True, exist_ok=True)
+    _atomic_write(d/f'{name}.safetensors', data)
+    _atomic_write(d/f'{name}.json', (json.dumps(full, indent=2) + '\n').encode())
+    return d/f'{name}.safetensors', d/f'{name}.json'
+
+# --------------------------------------------------------------------------------------------------------- loading
+
+def _read_bytes(p, what='model file'):
+    try: return Path(p).read_bytes()
+    except FileNotFoundError: raise ModelError(f'no such {what}: {p}') from None
+    except OSError as e: raise ModelError(f'cannot read {what} {p} ({e.strerror or _short(e)})') from None
+
+def _st_header(data, where):
+    "The JSON header of safetensors bytes `data`, checked (a file that is not safetensors fails here, unparsed)"
+    n = int.from_bytes(data[:8], 'little') if len(data) >= 8 else -1
+    if n < 2 or n > len(data) - 8:
+        raise ModelError(f'not a safetensors file, or truncated: {where} (no valid header; a .pkl/.pt is not weights-only)')
+    try: h = json.loads(data[8:8+n])
+    except (ValueError, UnicodeDecodeError): h = None
+    if not isinstance(h, dict): raise ModelError(f'not a safetensors file, or corrupt: {where} (bad header)')
+    return h
+
+def _check_cfg(cfg, where):
+    "`cfg` if it describes a fastcifar weights-only model, else a ModelError saying what is wrong"
+    bad = lambda why: ModelError(f'not a fastcifar model description: {where} ({why}; export one with fastcifar.predict.export_safe)')
+    if not isinstance(cfg, dict): raise bad(f'holds a JSON {type(cfg).__name__}, not an object')
+    if cfg.get('format') != FORMAT: raise bad(f'format is {cfg.get("format")!r}, not {FORMAT!r}')
+    v = cfg.get('version')
+    if not isinstance(v, int) or v < 1: raise bad(f'bad version {v!r}')
+    if v > FORMAT_VERSION:
+        raise ModelError(f'{where} is format version {v}, newer than this fastcifar reads ({FORMAT_VERSION}); upgrade fastcifar')
+    cl = cfg.get('classes')
+    if not isinstance(cl, list) or len(cl) < 2 or not all(isinstance(c, str) for c in cl) or len(set(cl)) != len(cl):
+        raise bad('"classes" must be a list of two or more distinct names')
+    for k in ('mean', 'std'):
+        o = cfg.get(k)
+        if not isinstance(o, list) or len(o) != 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in o):
+            raise bad(f'"{k}" must be a list of 3 numbers (one per RGB channel)')
+    if not all(x > 0 for x in cfg['std']): raise bad('"std" must be positive')
+    if not isinstance(cfg.get('size'), int) or not 1 <= cfg['size'] <= 4096: raise bad('"size" must be a positive integer')
+    if not isinstance(cfg.get('scale', 255.), (int, float)) or not cfg.get('scale', 255.) > 0: raise bad('"scale" must be positive')
+    if not isinstance(cfg.get('model'), str): raise bad('"model" must be a module:Class string')
+    return cfg
+
+def _build(spec, where, allow_module=False):
+    "A fresh model of the class named by `spec` ('package.module:Class')"
+    if not _SPEC.fullmatch(spec): raise ModelError(f'bad model spec {spec!r} in {where}: expected package.module:Class')
+    mod, name = spec.split(':')
+    # Importing a module runs its code: a model file must not be able to make us import anything it likes. Only
+    # fastcifar's own modules are imported unless the user vouches for the module with allow_module (--allow-module).
+    if not allow_module and mod != 'fastcifar' and not mod.startswith('fastcifar.'):
+        raise ModelError(f'{where} names the model {spec}, outside the fastcifar package; importing it would run its '
+                         f'code: pass --allow-module (allow_module=True) only if you trust it')
+    try:
+        obj = importlib.import_module(mod)
+        for a in name.split('.'): obj = getattr(obj, a)
+    except Exception as e: raise ModelError(f'cannot import the model {spec} named in {where} ({_short(e)})') from None
+    if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
+        raise ModelError(f'{spec} named in {where} is not an nn.Module class')
+    try: return obj()
+    except Exception as e: raise ModelError(f'cannot build the model {spec} named in {where} ({_short(e)})') from None
+
+def _load_safe(path, allow_module=False, device='cpu', bs=256):
+    "`SafePredictor` of a `.json` (and the weights it names) or a `.safetensors` (its header, else the `.json` beside it)"
+    from safetensors.torch import load as st_load  # parses a header and copies raw tensors: no pickle, no code
+    path = Path(path)
+    if path.suffix.lower() == '.json':
+        try: cfg = json.loads(_read_bytes(path))
+        except (ValueError, UnicodeDecodeError) as e:
+            raise ModelError(f'not a fastcifar model description: {path} (invalid JSON: {e})') from None
+        cfg = _check_cfg(cfg, path)
+        w = cfg.get('weights')
+        if not isinstance(w, str) or not w or Path(w).name != w or w in ('.', '..'):
+            raise ModelError(f'not a fastcifar model description: {path} ("weights" must name a file beside it)')
+        wpath = path.with_name(w)
+        data = _read_bytes(wpath, 'weights file')
+        sha = cfg.get('sha256')
+        if sha is not None and hashlib.sha256(data).hexdigest() != sha:
+            raise ModelError(f'weights {wpath} do not match {path} (sha256 differs): corrupt, or from another export')
+        _st_header(data, f'{wpath} (the weights {path} names)')
+    else:
+        wpath, data = path, _read_bytes(path)
+        meta = _st_header(data, path).get('__metadata__') or {}
+        if 'fastcifar' in meta:
+            try: cfg = json.loads(meta['fastcifar'])
+            except (ValueError, TypeError): cfg = None
+            cfg = _check_cfg(cfg, f'the header of {path}')
+        else:
+            side = path.with_suffix('.json')
+            if not side.exists():
+                raise ModelError(f'no model description for {path}: its header has none and there is no {side.name} beside it')
+            try: cfg = _check_cfg(json.loads(_read_bytes(side)), side)
+            except (ValueError, UnicodeDecodeError) as e:
+                raise ModelError(f'not a fastcifar model description: {side} (invalid JSON: {e})') from None
+    try: sd = st_load(data)
+    except Exception as e: raise ModelError(f'corrupt or truncated weights file: {wpath} ({_short(e)})') from None
+    model = _build(cfg['model'], path, allow_module)
+    try: model.load_state_dict(sd, strict=True)
+    except Exception as e:
+        raise ModelError(f'the weights in {wpath} do not fit {cfg["model"]} ({_short(e, 200)})') from None
+    pred = SafePredictor(model, cfg['classes'], cfg['mean'], cfg['std'], cfg['size'], cfg.get('scale', 255.),
+                         source=path, bs=bs, device=device)
+    try:
+        with torch.inference_mode(): out = pred.model(torch.zeros(1, 3, cfg['size'], cfg['size'], device=pred.device))
+    except Exception as e: raise ModelError(f'the model of {path} fails on a {cfg["size"]}x{cfg["size"]} image ({_short(e)})') from None
+    if tuple(out.shape) != (1, len(cfg['classes'])):
+        raise ModelError(f'the model of {path} gives {tuple(out.shape)} outputs for {len(cfg["classes"])} classes')
+    return pred
+
+def _load_pkl(path, device='cpu', bs=256):
+    "`LearnerPredictor` of a fastai export. `load_learner` unpickles: it runs code from the file, so trusted files only"
+    from fastai.learner import load_learner, Learner
+    cpu = torch.device(device).type == 'cpu'
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # fastai's pickle warning: our CLI help says .pkl files must be trusted
+            learn = load_learner(path, cpu=cpu)
+    except AttributeError as e:
+        if "attribute 'dls'" in str(e): raise ModelError(f'not an exported fastai Learner: {path} ({_short(e)})') from None
+        raise ModelError(f'cannot load {path} as an exported fastai Learner ({_short(e)})') from None
+    except Exception as e:
+        raise ModelError(f'cannot load {path} as an exported fastai Learner: truncated, corrupt or another kind of file ({_short(e, 160)})') from None
+    if not isinstance(learn, Learner): raise ModelError(f'not an exported fastai Learner: {path} holds a {type(learn).__name__}')
+    return LearnerPredictor(learn, source=path, bs=bs)
+
+def _is_learner(o): return hasattr(o, 'dls') and hasattr(o, 'get_preds') and hasattr(o, 'model')
+
+def load_model(path, allow_module=False, device='cpu', bs=256):
+    "A `Predictor` of `path`: a `.pkl` (fastai export; trusted files only), a `.safetensors`/`.json` (weights-only), a run folder, or a Learner"
+    if isinstance(path, Predictor): return path
+    if _is_learner(path): return LearnerPredictor(path, bs=bs)
+    p = Path(path)
+    if p.is_dir():  # a run folder: the safe format where there is one
+        found = next((p/n for n in ('model.json', 'model.safetensors', 'model.pkl') if (p/n).is_file()), None)
+        if found is None: raise ModelError(f'no model in folder {p}: expected model.json, model.safetensors or model.pkl')
+        p = found
+    if not p.exists(): raise ModelError(f'no such model file: {p}')
+    ext = p.suffix.lower()
+    if ext == '.pkl': return _load_pkl(p, device, bs)
+    if ext in ('.safetensors', '.json'): return _load_safe(p, allow_module, device, bs)
+    raise ModelError(f'unknown model file type: {p}; give a model.safetensors or model.json (weights-only) or a model.pkl (fastai export)')
+
+def predict(model_path, images, topk=1, tta=False, allow_module=False):
+    "`Prediction`s of `images` (image files, folders, PIL images or arrays) by the model at `model_path` (see `load_model`)"
+    return load_model(model_path, allow_module=allow_module).predict(images, topk=topk, tta=tta)
+
+# ------------------------------------------------------------------------------------------------------------- CLI
+
+def cli(model, images, topk=1, as_json=False, tta=False, bs=256, allow_module=False, out=None, err=None):
+    "The command line's work, callable from code: print the predictions; 0 if all succeeded, 1 if an image failed, 2 if no model"
+    out, err = out or sys.stdout, err or sys.stderr
+    def fail(msg): print(f'fastcifar.predict: error: {msg}', file=err, flush=True)
+    if not images: fail('no images given: pass image files or folders after the model'); return 2
+    if bs < 1: fail(f'--bs {bs}: must be 1 or more'); return 2
+    try: pred = load_model(model, allow_module=allow_module, bs=bs)
+    except ModelError as e: fail(e); return 2
+    try: pred._check_topk(topk)
+    except ValueError as e: fail(f'--{e}'); return 2
+    n = bad = 0
+    for p in pred.iter_predict(images, topk=topk, tta=tta):
+        n += 1
+        if not p.ok: bad += 1; fail(p.error)
+        if as_json: print(json.dumps(p.to_dict()), file=out)
+        elif p.ok: print('\t'.join([p.path] + [f'{c}\t{q:.4f}' for c, q in zip(p.classes, p.probs)]), file=out)
+    out.flush()
+    if bad: fail(f'{bad} of {n} images could not be predicted'); return 1
+    return 0
+
+@call_parse
+def main(
+    model:str,                 # model: .safetensors or .json (weights-only, safe), .pkl (fastai export: loading runs code from it, trusted files only), or a run folder
+    *images:str,               # image files (PNG, JPEG, ...; any size, RGB/L/RGBA/P) or folders to search for them
+    topk:int=1,                # print the K most likely classes of each image
+    json:bool=False,           # JSON Lines output: one object per image, {"path","class","prob","topk"} or {"path","error"}
+    tta:bool=False,            # average each prediction with its mirror image's (flip test-time augmentation)
+    bs:int=256,                # images per batch
+    allow_module:bool=False,   # let a .json name a model class outside the fastcifar package (importing it runs its code)
+):
+    "Predict the CIFAR-10 class of images; one tab-separated line per image: path, class, probability (exit 1 if an image failed, 2 if the model did)."
+    sys.exit(cli(model, images, topk=topk, as_json=json, tta=tta, bs=bs, allow_module=allow_module))
