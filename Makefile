@@ -26,8 +26,12 @@ train: $(VENV)/.installed
 test: $(VENV)/.installed-dev
 	$(PY) -m pytest -q
 
+# CPU benchmarks (a few minutes each, on a quiet machine); output in bench/results/. Inference needs a trained run:
+# python -m bench.inference --data PATH --model RUN/model.pkl
 bench: $(VENV)/.installed
-	$(PY) -m bench.run $(ARGS)
+	$(PY) -m bench.compute --out bench/results/compute_cpu.json
+	$(PY) -m bench.epoch $(if $(DATA),--data $(DATA))
+	$(PY) -m bench.precision $(if $(DATA),--data $(DATA))
 
 clean:
 	rm -rf $(VENV) *.egg-info
