@@ -6,23 +6,16 @@ from fastai.callback.core import Callback
 from fastai.interpret import ClassificationInterpretation
 from fastai.learner import SkipToEpoch
 from fastai.torch_core import rank_distrib
+from .sources import atomic_write
 from .distributed import all_ranks, gather, sum_ranks, unwrap, unwrap_dl
 
-__all__ = ['NonFiniteLoss', 'CPUAutocast', 'History', 'Checkpoint', 'RunArtefacts', 'atomic_write',
+__all__ = ['NonFiniteLoss', 'CPUAutocast', 'History', 'Checkpoint', 'RunArtefacts',
            'rng_state', 'set_rng_state', 'plot_curves', 'HISTORY_COLS']
 
 HISTORY_COLS = ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy', 'seconds')
 
 class NonFiniteLoss(RuntimeError):
     "The training loss became NaN or infinite."
-
-def atomic_write(path, write):
-    "Call `write(tmp_path)`, then rename onto `path`, so a kill at any moment leaves the old file or the new one."
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    try: write(tmp); os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
 
 class CPUAutocast(Callback):
     "bf16 autocast on the CPU (fastai's `MixedPrecision` is CUDA-only); no grad scaler is needed for bf16."

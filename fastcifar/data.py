@@ -5,9 +5,9 @@ from PIL import Image
 import torch
 from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ItemTransform, IndexSplitter, ItemGetter,
                                IntToFloatTensor, Normalize, TensorImage)
-from .sources import CLASSES, load_cifar, to_rgb32
+from .sources import CLASSES, load_cifar
 
-__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'read_image', 'GetImage', 'GetLabel', 'seed_augs', 'AlbumentationsTransform', 'cifar_items',
+__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'GetImage', 'GetLabel', 'seed_augs', 'AlbumentationsTransform', 'cifar_items',
            'cifar_block', 'cifar_dls']
 
 STATS = ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])  # the seed's normalisation (mean, std)
@@ -19,10 +19,6 @@ class _Direct:
     # Safe only for item transforms that take the whole (image, label) tuple and have one `encodes`.
     def __call__(self, x, split_idx=None, **kwargs):
         return x if self.split_idx is not None and split_idx != self.split_idx else self._tfm(x)
-
-def read_image(fn):
-    "Any image file as the (32,32,3) uint8 RGB array the Net takes: made RGB and resized as the data was."
-    with Image.open(fn) as im: return np.asarray(to_rgb32(im))
 
 class GetImage(_Direct, ItemTransform):
     "The (32,32,3) uint8 array of an (image, label) item as a CHW `TensorImage` (a view: no copy, no PIL)."

@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from fastcore.script import call_parse
-from .sources import to_rgb32
+from .sources import atomic_write, read_rgb, to_rgb32
 
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'IMAGE_EXTS', 'ModelError', 'Prediction', 'Predictor', 'LearnerPredictor',
            'SafePredictor', 'read_rgb', 'image_files', 'load_model', 'predict', 'export_safe', 'cli', 'main']
@@ -56,20 +56,6 @@ class Prediction:
 
 # ---------------------------------------------------------------------------------------------------------- images
 
-def _rgb(im, size=SIZE):
-    "PIL image `im` as a `size`x`size` RGB image, made as the training data was (`to_rgb32`)"
-    if size == SIZE: return to_rgb32(im)
-    if im.mode != 'RGB': im = im.convert('RGB')
-    return im if im.size == (size, size) else im.resize((size, size), Image.Resampling.BILINEAR)
-
-def read_rgb(src, size=SIZE):
-    "uint8 (size,size,3) RGB array of an image file, PIL image or HWC/HW uint8 array, made as the training data was"
-    if isinstance(src, np.ndarray):
-        if src.dtype == np.uint8 and src.shape == (size, size, 3): return src
-        src = Image.fromarray(src)
-    if isinstance(src, Image.Image): return np.asarray(_rgb(src, size))
-    with Image.open(src) as im: return np.asarray(_rgb(im, size))
-
 def _read(name, src, size):
     "(array, None) of image `src`, or (None, one-line error naming `name`)"
     if not isinstance(src, (str, os.PathLike)):
@@ -83,7 +69,7 @@ def _read(name, src, size):
     try:
         with im, warnings.catch_warnings():
             warnings.simplefilter('ignore')  # e.g. PIL's note on palette transparency: converted as in training, not a problem
-            return np.asarray(_rgb(im, size)), None
+            return np.asarray(to_rgb32(im, size)), None
     except Exception as e: return None, f'unreadable or truncated image: {name} ({_short(e)})'
 
 def image_files(folder):
@@ -192,13 +178,6 @@ class SafePredictor(Predictor):
 
 # ---------------------------------------------------------------------------------------------------------- saving
 
-def _atomic_write(path, data):
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    try: tmp.write_bytes(data); os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-
 def _preprocessing(learn):
     "(scale, mean, std) of the Learner's batch transforms (IntToFloatTensor's divisor, Normalize's stats)"
     scale, mean, std = 255., [0., 0., 0.], [1., 1., 1.]
@@ -230,8 +209,8 @@ def export_safe(learn, path_dir='.', name='model'):
     full = dict(cfg, weights=f'{name}.safetensors', sha256=hashlib.sha256(data).hexdigest(),
                 params=sum(p.numel() for p in m.parameters()))
     d.mkdir(parents=True, exist_ok=True)
-    _atomic_write(d/f'{name}.safetensors', data)
-    _atomic_write(d/f'{name}.json', (json.dumps(full, indent=2) + '\n').encode())
+    atomic_write(d/f'{name}.safetensors', lambda p: p.write_bytes(data))
+    atomic_write(d/f'{name}.json', lambda p: p.write_text(json.dumps(full, indent=2) + '\n'))
     return d/f'{name}.safetensors', d/f'{name}.json'
 
 # --------------------------------------------------------------------------------------------------------- loading

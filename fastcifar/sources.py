@@ -1,5 +1,5 @@
 "Turn any real copy of CIFAR-10 (fastai folder, .tgz, original pickles, `URLs.CIFAR`) into decoded arrays, once, cached"
-__all__ = ['CLASSES', 'DataError', 'Cifar', 'cache_root', 'to_rgb32', 'load_cifar']
+__all__ = ['CLASSES', 'DataError', 'Cifar', 'cache_root', 'atomic_write', 'to_rgb32', 'read_rgb', 'load_cifar']
 
 import hashlib, os, pickle, re, shutil, socket, tarfile, warnings, zlib
 from dataclasses import dataclass
@@ -50,11 +50,27 @@ def cache_root():
     e = os.environ.get('FASTCIFAR_CACHE')
     return Path(e).expanduser() if e else _fastai('fastai_cfg')().path('data')/'fastcifar'
 
-def to_rgb32(im):
-    "`im` as a 32x32 RGB PIL image"
+def atomic_write(path, write):
+    "Call `write(tmp_path)`, then rename onto `path`, so a kill at any moment leaves the old file or the new one."
+    path = Path(path)
+    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
+    try: write(tmp); os.replace(tmp, path)
+    finally:
+        if tmp.exists(): tmp.unlink()
+
+def read_rgb(src, size=32):
+    "uint8 (size,size,3) RGB array of an image file, PIL image or HWC/HW uint8 array, made as the training data was"
+    if isinstance(src, np.ndarray):
+        if src.dtype == np.uint8 and src.shape == (size, size, 3): return src
+        src = Image.fromarray(src)
+    if isinstance(src, Image.Image): return np.asarray(to_rgb32(src, size))
+    with Image.open(src) as im: return np.asarray(to_rgb32(im, size))
+
+def to_rgb32(im, size=32):
+    "`im` as a `size`x`size` (32x32) RGB PIL image"
     # Any mode (L, P, RGBA, CMYK, ...) becomes RGB (alpha dropped); any other size is resized (bilinear, not cropped)
     if im.mode != 'RGB': im = im.convert('RGB')
-    return im if im.size == (32,32) else im.resize((32,32), Image.Resampling.BILINEAR)
+    return im if im.size == (size, size) else im.resize((size, size), Image.Resampling.BILINEAR)
 
 def _ls(d):
     "Sorted non-hidden entries of folder `d`"

@@ -1,6 +1,5 @@
 import numpy as np, pytest, torch, albumentations as A
-from fastcifar.data import (STATS, MEAN_FILL, AlbumentationsTransform, GetImage, cifar_dls, cifar_items, seed_augs,
-                            read_image)
+from fastcifar.data import (STATS, MEAN_FILL, AlbumentationsTransform, GetImage, cifar_dls, cifar_items, seed_augs)
 from fastcifar.sources import CLASSES, load_cifar
 from fastcifar.synthetic import synthetic_arrays
 
@@ -88,7 +87,8 @@ def test_augmentations_share_one_stream_and_are_seeded():
     img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     assert all(np.array_equal(a(image=img)['image'], b(image=img)['image']) for _ in range(10))
 
-def test_read_image_any_mode(tmp_path):
+def test_read_rgb_any_mode(tmp_path):
+    from fastcifar.sources import read_rgb as read_image
     from PIL import Image
     Image.new('RGBA', (64, 48), (10, 20, 30, 128)).save(tmp_path/'a.png')
     Image.new('L', (32, 32), 77).save(tmp_path/'b.jpg')
