@@ -1,5 +1,5 @@
 """The compute bound: forward + backward + SGD step of the Net on synthetic batches, per precision and memory format."""
-import json, platform, statistics, sys, time, torch
+import json, platform, statistics, time, torch
 from fastcore.script import call_parse
 from fastcifar.model import Net
 

@@ -1,7 +1,6 @@
 """fastai callbacks of a training run: CPU bf16 autocast, history, checkpoints, plots, results, export."""
-import json, os, random, time, numpy as np, torch
+import json, random, time, numpy as np, torch
 from contextlib import nullcontext
-from pathlib import Path
 from fastai.callback.core import Callback
 from fastai.interpret import ClassificationInterpretation
 from fastai.learner import SkipToEpoch

@@ -1,9 +1,7 @@
 """CIFAR-10 as fastai DataLoaders: a DataBlock with the seed's albumentations augmentation."""
 import cv2, os, random, numpy as np, albumentations as A
-from pathlib import Path
-from PIL import Image
 import torch
-from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ItemTransform, IndexSplitter, ItemGetter,
+from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ItemTransform, IndexSplitter,
                                IntToFloatTensor, Normalize, TensorImage)
 from .sources import CLASSES, load_cifar
 

@@ -1,6 +1,5 @@
 """Train the seed's recipe as a fastai Learner: `python -m fastcifar.train --help`."""
-import importlib, json, os, platform, shutil, sys, time, torch
-from functools import partial
+import importlib, os, platform, shutil, sys, time, torch
 from pathlib import Path
 from torch import nn
 from fastcore.script import call_parse

@@ -7,7 +7,7 @@ from fastcifar.synthetic import synthetic_arrays
 from fastcifar.train import train, _export
 from fastcifar.callbacks import CPUAutocast
 from fastcifar.sources import CLASSES
-from fastcifar.predict import FORMAT, ModelError, Prediction, cli, export_safe, load_model, main, predict, read_rgb
+from fastcifar.predict import FORMAT, ModelError, cli, load_model, main, predict, read_rgb
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARPEN = 300.  # see `run`

@@ -1,5 +1,4 @@
-import csv, json, os, signal, subprocess, sys, time, numpy as np, pytest, torch
-from functools import partial
+import csv, json, signal, subprocess, sys, time, numpy as np, pytest, torch
 from pathlib import Path
 from PIL import Image
 from fastai.learner import load_learner
