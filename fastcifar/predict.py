@@ -185,8 +185,9 @@ def _preprocessing(learn):
         name = type(t).__name__
         if name == 'IntToFloatTensor': scale = float(t.div)
         if name == 'Normalize' and getattr(t, 'mean', None) is not None:
-            # float32 values written as their shortest decimal (0.4914, not 0.49140000343): the same float32 back
-            mean, std = ([float(np.format_float_positional(o, unique=True)) for o in torch.as_tensor(v).flatten().float().numpy()]
+            # float32 values written as their shortest decimal (0.4914, not 0.49140000343): the same float32 back;
+            # .cpu(): on a GPU the stats live on the device with the batch
+            mean, std = ([float(np.format_float_positional(o, unique=True)) for o in torch.as_tensor(v).detach().flatten().float().cpu().numpy()]
                          for v in (t.mean, t.std))
     return scale, mean, std
 
