@@ -12,14 +12,14 @@ from fastai.torch_core import set_seed, default_device, rank_distrib
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner)
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.fp16 import MixedPrecision
-from .model import Net, n_params
+from .model import Net, n_params, DROPOUT
 from .data import cifar_dls
 from .sources import DataError
 from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFiniteLoss, set_rng_state
 from .predict import export_safe
 from .distributed import world_size, setup, barrier, rank0_first, from_rank0, distrib_cbs, data_parallel, dump_rank
 
-__all__ = ['SEED', 'TrainError', 'seed_opt', 'fit_seed_cycle', 'get_model', 'pick_precision', 'seed_learner',
+__all__ = ['SEED', 'RECIPES', 'TrainError', 'seed_opt', 'fit_seed_cycle', 'get_model', 'pick_precision', 'seed_learner',
            'train', 'main']
 
 # The seed's recipe, each as the seed's PyTorch script set it.
@@ -31,9 +31,13 @@ SEED = dict(
     moms=(0.95, 0.85, 0.95),     # momentum cycled inversely to the LR (torch OneCycleLR cycle_momentum)
 )
 
-# An opt-in recipe beyond the seed's (same Net, parameters and epochs): what changes, on top of SEED.
-IMPROVED = dict(label_smoothing=0.1,  # soft targets: the seed's recipe underfits this JPEG copy less with them
-                wd=5e-4)              # stronger L2
+# What `--recipe` sets where its flag is not given. `improved` is opt-in: same Net, parameters, epochs and schedule.
+RECIPES = dict(
+    seed=dict(label_smoothing=0., wd=SEED['wd'], dropout=DROPOUT),
+    improved=dict(label_smoothing=0.1,  # soft targets
+                  wd=5e-4,              # stronger L2 (still through the gradient, on every parameter)
+                  dropout=0.),          # the seed's recipe underfits: train accuracy (augmented) stays below test
+)
 
 class TrainError(ValueError):
     "A bad training argument or run folder: the message is one line saying what to do."
@@ -48,9 +52,9 @@ def fit_seed_cycle(learn, epochs, lr=SEED['lr'], cbs=None, start_epoch=0):
     learn.fit_one_cycle(epochs, lr, div=SEED['div'], div_final=SEED['div']*SEED['final_div'],
                         pct_start=SEED['pct_start'], moms=SEED['moms'], cbs=cbs, start_epoch=start_epoch)
 
-def get_model(spec=None):
-    "An `nn.Module` from 'module' (its `Net`) or 'module:callable'; the seed's `Net` by default."
-    if not spec: return Net()
+def get_model(spec=None, dropout=DROPOUT):
+    "An `nn.Module` from 'module' (its `Net`) or 'module:callable'; the seed's `Net` (with `dropout`) by default."
+    if not spec: return Net(dropout)
     mod, _, name = spec.partition(':')
     try: obj = getattr(importlib.import_module(mod), name or 'Net')
     except (ImportError, AttributeError) as e: raise TrainError(f'--model {spec}: cannot load it ({e}); give a module or module:callable that returns an nn.Module') from None
@@ -108,12 +112,13 @@ def _workers(workers, device):
 
 _RULES = dict(epochs=(lambda v: v >= 1, '1 or more'), bs=(lambda v: v >= 1, '1 or more'), lr=(lambda v: v > 0, 'above 0'),
               wd=(lambda v: v >= 0, '0 or more'), workers=(lambda v: v is None or v >= 0, '0 or more'),
-              frac=(lambda v: 0 < v <= 1, 'above 0 and at most 1'))
+              frac=(lambda v: 0 < v <= 1, 'above 0 and at most 1'),
+              label_smoothing=(lambda v: 0 <= v < 1, '0 or more and below 1'), dropout=(lambda v: 0 <= v < 1, '0 or more and below 1'))
 
 def _check_args(**kw):
     for k, v in kw.items():
         ok, want = _RULES[k]
-        if not ok(v): raise TrainError(f'--{k} {v}: must be {want}')
+        if not ok(v): raise TrainError(f"--{k.replace('_', '-')} {v}: must be {want}")
 
 def _run_folder(out, resume, overwrite):
     out = Path(out) if out else Path('runs')/from_rank0(time.strftime('%Y%m%d-%H%M%S'))  # one folder for every rank
@@ -124,7 +129,7 @@ def _run_folder(out, resume, overwrite):
         raise TrainError(f'run folder {out} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out')
     return out, ckpt
 
-_DEFAULTS = dict(recipe='seed', label_smoothing=0., world_size=1)  # settings a checkpoint of an older version may lack
+_DEFAULTS = dict(recipe='seed', label_smoothing=0., dropout=DROPOUT, world_size=1)  # settings a checkpoint of an older version may lack
 
 def _export(learn):
     "Write `model.pkl` (fastai `export`, without the training-only callbacks) and the weights-only safe format."
@@ -132,14 +137,17 @@ def _export(learn):
         learn.export('model.pkl')
     export_safe(learn, learn.path)
 
-def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr'], wd=SEED['wd'], seed=42,
+def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr'], wd=None, seed=42,
           precision='auto', workers=None, resume=False, model=None, overwrite=False, frac=1.0, recipe='seed',
-          label_smoothing=None, show=True):
-    "Train the seed's recipe on CIFAR-10 and write the run folder `out`; returns the Learner."
-    if recipe not in ('seed', 'improved'): raise TrainError(f'--recipe {recipe}: unknown; choose seed or improved')
-    if recipe == 'improved' and wd == SEED['wd']: wd = IMPROVED['wd']
-    if label_smoothing is None: label_smoothing = IMPROVED['label_smoothing'] if recipe == 'improved' else 0.
-    _check_args(epochs=epochs, bs=bs, lr=lr, wd=wd, workers=workers, frac=frac)
+          label_smoothing=None, dropout=None, show=True):
+    "Train the seed's recipe (or `recipe`) on CIFAR-10 and write the run folder `out`; returns the Learner."
+    if recipe not in RECIPES: raise TrainError(f"--recipe {recipe}: unknown; choose {' or '.join(RECIPES)}")
+    if model and dropout is not None: raise TrainError(f"--dropout sets fastcifar's Net; set it inside {model} instead")
+    r = RECIPES[recipe]  # a flag given wins over its recipe's setting
+    wd, label_smoothing, dropout = [r[k] if v is None else v for k, v in
+                                    (('wd', wd), ('label_smoothing', label_smoothing), ('dropout', dropout))]
+    _check_args(epochs=epochs, bs=bs, lr=lr, wd=wd, workers=workers, frac=frac, label_smoothing=label_smoothing,
+                dropout=dropout)
     try: setup()  # join the process group of `accelerate launch`; nothing in a single process
     except ImportError as e: raise TrainError(e) from None
     ws, rank = world_size(), rank_distrib()
@@ -147,7 +155,7 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
     ckpt = torch.load(ckpt_path, weights_only=False) if resume else None  # our own file, written by Checkpoint
     cfg = {**_DEFAULTS, **ckpt['config']} if resume else dict(data=None if data is None else str(data), epochs=epochs, bs=bs, lr=lr,
                                              wd=wd, seed=seed, precision=precision, workers=workers, model=model, frac=frac,
-                                             recipe=recipe, label_smoothing=label_smoothing, world_size=ws)
+                                             recipe=recipe, label_smoothing=label_smoothing, dropout=dropout, world_size=ws)
     if cfg['world_size'] != ws: raise TrainError(f'--resume: the run in {out} trained on {cfg["world_size"]} processes; resume it on as many')
     barrier()  # every rank has checked the run folder before rank 0 changes it
     # rank 0 draws as a single process does; each other rank its own augmentations (and DataLoader worker seeds)
@@ -156,14 +164,14 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
         dls = cifar_dls(cfg['data'], bs=cfg['bs'], workers=_workers(cfg['workers'], default_device()), frac=cfg['frac'],
                         seed=cfg['seed'] + rank)
     dls.train.drop_last = False  # the seed's 391 steps an epoch: the last, partial batch is trained on too
-    mdl = get_model(cfg['model'])
+    mdl = get_model(cfg['model'], cfg['dropout'])
     if not rank:  # rank 0 writes the run folder
         if not resume and out.exists() and overwrite: shutil.rmtree(out)
         out.mkdir(parents=True, exist_ok=True)
     learn = seed_learner(dls, mdl, cfg['wd'], cfg['precision'], path=out, label_smoothing=cfg['label_smoothing'])
     aug = dls.train.after_item.fs.filter(lambda t: hasattr(t, 'aug')).map(lambda t: t.aug)
     aug = aug[0] if len(aug) else None
-    info = dict(recipe=cfg['recipe'], label_smoothing=cfg['label_smoothing'], params=n_params(learn.model),
+    info = dict(recipe=cfg['recipe'], label_smoothing=cfg['label_smoothing'], dropout=cfg['dropout'], params=n_params(learn.model),
                 lr=cfg['lr'], bs=cfg['bs'], world_size=ws, effective_bs=cfg['bs']*ws, wd=cfg['wd'], seed=cfg['seed'],
                 device=_device_name(dls.device or 'cpu'), precision=learn.precision, data=dls.source,
                 model=cfg['model'] or 'fastcifar.model:Net', versions=_versions(), command=' '.join(sys.argv))
@@ -187,7 +195,7 @@ def main(
     epochs:int=SEED['epochs'],  # epochs of the one-cycle schedule
     bs:int=SEED['bs'],    # batch size
     lr:float=SEED['lr'],  # max learning rate of the one-cycle schedule
-    wd:float=SEED['wd'],  # L2 weight decay (added to every parameter's gradient, as the seed's torch SGD did)
+    wd:float=None,        # L2 weight decay, added to every parameter's gradient as the seed's torch SGD did (default: 1e-4; improved 5e-4)
     seed:int=42,          # random seed
     precision:str='auto', # auto, fp32, bf16 or fp16 (auto: bf16 where supported)
     workers:int=None,     # DataLoader worker processes (default: 0 on the CPU, up to 8 with a GPU)
@@ -195,9 +203,11 @@ def main(
     model:str=None,       # module or module:callable giving an nn.Module (default: the seed's Net)
     overwrite:bool=False, # replace an existing run in --out
     frac:float=1.0,       # fraction of each split to use (every 1/frac-th image), for quick runs
-    recipe:str='seed',    # seed (faithful) or improved (label smoothing 0.1, wd 5e-4); same Net and epochs
-    label_smoothing:float=None, # label smoothing (default: 0 for seed, 0.1 for improved)
+    recipe:str='seed',    # seed (faithful) or improved (label smoothing 0.1, wd 5e-4, no dropout); same Net and epochs
+    label_smoothing:float=None, # label smoothing (default: 0; improved 0.1)
+    dropout:float=None,   # dropout after each BN'd conv of the Net (default: the seed's 0.05; improved 0)
 ):
     "Train the seed's CIFAR-10 recipe with fastai and write history, curves, confusion matrix, results and model.pkl."
-    try: train(data, out, epochs, bs, lr, wd, seed, precision, workers, resume, model, overwrite, frac, recipe, label_smoothing)
+    try: train(data, out, epochs, bs, lr, wd, seed, precision, workers, resume, model, overwrite, frac, recipe, label_smoothing,
+               dropout)
     except (TrainError, DataError, NonFiniteLoss) as e: sys.exit(f'fastcifar.train: error: {e}')

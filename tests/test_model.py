@@ -27,6 +27,8 @@ def test_layer_params_match_modules():
     assert [sum(p.numel() for p in l.parameters()) for l in mods] == [r['params'] for r in layer_table()]
     assert sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules()) == sum(r['bn'] for r in layer_table())
     assert sum(isinstance(x, torch.nn.Dropout) and x.p == 0.05 for x in m.modules()) == sum(r['bn'] for r in layer_table())
+    m0 = Net(dropout=0.)  # the improved recipe's Net: same parameters, no dropout
+    assert n_params(m0) == 193_280 and [x.p for x in m0.modules() if isinstance(x, torch.nn.Dropout)] == [0.]*9
     dw = m.c2.dw[0]
     assert dw.groups == 32 and dw.padding == (1, 1) and m.c1.dilated[0].dilation == (2, 2) and m.c3.strided[0].stride == (2, 2)
 

@@ -3,7 +3,7 @@ from pathlib import Path
 from PIL import Image
 from fastai.learner import load_learner
 from fastcifar.data import cifar_dls
-from fastcifar.train import SEED, TrainError, fit_seed_cycle, seed_learner, train, pick_precision
+from fastcifar.train import SEED, RECIPES, TrainError, fit_seed_cycle, seed_learner, train, pick_precision
 from fastcifar.callbacks import CPUAutocast, NonFiniteLoss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,6 +100,25 @@ def test_weight_decay_is_l2_on_every_parameter(run2):
     for n, p in learn.model.named_parameters():  # BN weights and biases decay too, as with torch SGD(weight_decay)
         torch.testing.assert_close(p.detach(), before[n]*(1 - 0.1*1e-2), msg=n)
 
+def _dropouts(m): return [x.p for x in m.modules() if isinstance(x, torch.nn.Dropout)]
+
+def test_seed_recipe_is_the_default(run2):
+    out, learn = run2
+    res = json.loads((out/'results.json').read_text())
+    assert (res['recipe'], res['wd'], res['label_smoothing'], res['dropout']) == ('seed', 1e-4, 0., 0.05)
+    assert _dropouts(learn.model) == [0.05]*9 and type(learn.loss_func).__name__ == 'CrossEntropyLossFlat'
+
+def test_improved_recipe_sets_its_choices_and_flags_win(tiny_tgz, tmp_path):
+    learn = train(tiny_tgz, tmp_path/'imp', epochs=1, bs=32, recipe='improved', show=False)
+    res = json.loads((tmp_path/'imp'/'results.json').read_text())
+    assert (res['recipe'], res['wd'], res['label_smoothing'], res['dropout']) == ('improved', 5e-4, 0.1, 0.)
+    assert res['params'] == 193_280 and res['epochs'] == 1  # same Net, same parameters
+    assert _dropouts(learn.model) == [0.]*9 and learn.loss_func.eps == 0.1
+    assert all(g['weight_decay'] == 5e-4 for g in learn.opt.opt.param_groups)
+    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, dropout=0.)
+    learn = train(tiny_tgz, tmp_path/'imp2', epochs=1, bs=32, recipe='improved', wd=1e-4, dropout=0.2, show=False)
+    assert all(g['weight_decay'] == 1e-4 for g in learn.opt.opt.param_groups) and _dropouts(learn.model) == [0.2]*9
+
 def test_precision_flags(tiny_tgz):
     dls = cifar_dls(tiny_tgz, bs=32)
     assert seed_learner(dls, precision='fp32').precision == 'fp32'
@@ -114,11 +133,15 @@ def test_precision_flags(tiny_tgz):
 def test_help_explains_each_flag():
     r = cli('--help')
     assert r.returncode == 0
-    for flag in ('--data', '--out', '--epochs', '--bs', '--lr', '--wd', '--seed', '--precision', '--workers', '--resume', '--model'):
+    for flag in ('--data', '--out', '--epochs', '--bs', '--lr', '--wd', '--seed', '--precision', '--workers', '--resume', '--model',
+                 '--recipe', '--label-smoothing', '--dropout'):
         assert flag in r.stdout, flag
 
 @pytest.mark.parametrize('args,msg', [(('--epochs', '-1'), '--epochs -1'), (('--precision', 'fp8'), '--precision fp8'),
-                                      (('--bs', '0'), '--bs 0'), (('--model', 'no.such.module'), '--model no.such.module')])
+                                      (('--bs', '0'), '--bs 0'), (('--model', 'no.such.module'), '--model no.such.module'),
+                                      (('--recipe', 'fancy'), '--recipe fancy'), (('--dropout', '1.5'), '--dropout 1.5'),
+                                      (('--label-smoothing', '-0.1'), '--label-smoothing -0.1'),
+                                      (('--model', 'fastcifar.model', '--dropout', '0'), '--dropout sets')])
 def test_bad_flags_give_one_line(tiny_tgz, tmp_path, args, msg):
     r = cli('--data', tiny_tgz, '--out', tmp_path/'r', '--epochs', 1, *args)
     assert r.returncode != 0 and msg in r.stderr
