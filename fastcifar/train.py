@@ -131,6 +131,13 @@ def _run_folder(out, resume, overwrite):
 
 _DEFAULTS = dict(recipe='seed', label_smoothing=0., dropout=DROPOUT, world_size=1)  # settings a checkpoint of an older version may lack
 
+def _quiet(learn, show):
+    "No output if not `show`; in a log file (stdout not a terminal or notebook) one line an epoch, not a redrawn bar."
+    if not show: return [learn.no_bar(), learn.no_logging()]
+    # fastprogress draws its bar into files too (its `printing()` tests `stdout.isatty` without calling it)
+    from fastprogress.core import IN_NOTEBOOK
+    return [] if IN_NOTEBOOK or sys.stdout.isatty() else [learn.no_bar()]
+
 def _export(learn):
     "Write `model.pkl` (fastai `export`, without the training-only callbacks) and the weights-only safe format."
     with learn.removed_cbs([cb for cb in learn.cbs if isinstance(cb, (History, Checkpoint, RunArtefacts, CPUAutocast, *distrib_cbs()))]):
@@ -183,7 +190,7 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
         learn.model.load_state_dict(ckpt['model']); learn.opt.load_state_dict(ckpt['opt'])
         set_rng_state(learn, ckpt.get('rng_ranks', [ckpt['rng']])[rank], aug)
         learn.resume_from = ckpt['epoch'] + 1
-    with data_parallel(learn), (ContextManagers([learn.no_bar(), learn.no_logging()]) if not show else learn.added_cbs([])):
+    with data_parallel(learn), ContextManagers(_quiet(learn, show)):
         fit_seed_cycle(learn, cfg['epochs'], cfg['lr'], cbs=cbs, start_epoch=learn.resume_from)
     dump_rank(learn, aug)  # tests only (env FASTCIFAR_RANK_DUMP)
     return learn

@@ -165,7 +165,10 @@ def _weights(out): return torch.load(out/'checkpoint.pth', weights_only=False)['
 def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path):
     args = ('--data', tiny_tgz, '--epochs', 4, '--bs', 16)
     full = tmp_path/'full'
-    assert cli(*args, '--out', full).returncode == 0
+    r = cli(*args, '--out', full)
+    assert r.returncode == 0
+    # output to a file: one line an epoch ([epoch, train loss, train acc, test loss, test acc, time]), no progress bar
+    assert '█' not in r.stdout + r.stderr and [l[:3] for l in r.stdout.splitlines()] == ['[0,', '[1,', '[2,', '[3,']
     cut = tmp_path/'cut'
     p = subprocess.Popen([sys.executable, '-m', 'fastcifar.train', *map(str, args), '--out', str(cut)], cwd=ROOT,
                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
