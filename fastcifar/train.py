@@ -131,6 +131,12 @@ def _run_folder(out, resume, overwrite):
 
 _DEFAULTS = dict(recipe='seed', label_smoothing=0., dropout=DROPOUT, world_size=1)  # settings a checkpoint of an older version may lack
 
+def _command():
+    "The command line that runs this process, as typed (`python -m fastcifar.train ...`, not this file's path)."
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).resolve() == Path(__file__).resolve(): argv[0:1] = ['python', '-m', 'fastcifar.train']
+    return ' '.join(argv)
+
 def _quiet(learn, show):
     "No output if not `show`; in a log file (stdout not a terminal or notebook) one line an epoch, not a redrawn bar."
     if not show: return [learn.no_bar(), learn.no_logging()]
@@ -162,7 +168,8 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
     ckpt = torch.load(ckpt_path, weights_only=False) if resume else None  # our own file, written by Checkpoint
     cfg = {**_DEFAULTS, **ckpt['config']} if resume else dict(data=None if data is None else str(data), epochs=epochs, bs=bs, lr=lr,
                                              wd=wd, seed=seed, precision=precision, workers=workers, model=model, frac=frac,
-                                             recipe=recipe, label_smoothing=label_smoothing, dropout=dropout, world_size=ws)
+                                             recipe=recipe, label_smoothing=label_smoothing, dropout=dropout, world_size=ws,
+                                             command=_command())
     if cfg['world_size'] != ws: raise TrainError(f'--resume: the run in {out} trained on {cfg["world_size"]} processes; resume it on as many')
     barrier()  # every rank has checked the run folder before rank 0 changes it
     # rank 0 draws as a single process does; each other rank its own augmentations (and DataLoader worker seeds)
@@ -181,7 +188,8 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
     info = dict(recipe=cfg['recipe'], label_smoothing=cfg['label_smoothing'], dropout=cfg['dropout'], params=n_params(learn.model),
                 lr=cfg['lr'], bs=cfg['bs'], world_size=ws, effective_bs=cfg['bs']*ws, wd=cfg['wd'], seed=cfg['seed'],
                 device=_device_name(dls.device or 'cpu'), precision=learn.precision, data=dls.source,
-                model=cfg['model'] or 'fastcifar.model:Net', versions=_versions(), command=' '.join(sys.argv))
+                model=cfg['model'] or 'fastcifar.model:Net', versions=_versions(), command=cfg.get('command') or _command())
+    if resume: info['resumed_with'] = _command()  # `command` stays the one that started the run
     cbs = [History(rows=ckpt['history'] if resume else None), Checkpoint(aug=aug, config=cfg),
            RunArtefacts(info, export_fn=_export)]
     learn.resume_from = 0

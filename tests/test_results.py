@@ -34,3 +34,10 @@ def test_readme_quotes_the_committed_figures(run):
     line = next((l for l in README.splitlines() if l.startswith('|') and f'results/{run.name}/' in l), None)
     assert line, f'README results table has no row for results/{run.name}'
     for k in ('final_test_accuracy', 'best_test_accuracy', 'final_test_accuracy_flip_tta'): assert pct(res[k]) in line, k
+
+@pytest.mark.parametrize('run', RUNS, ids=lambda p: p.name)
+def test_readme_per_epoch_table_is_the_history(run):
+    "A row of the README's per-epoch table is the run's test accuracy at epochs 1, 5, 10, ..., 30 from history.csv."
+    with open(run/'history.csv') as f: rows = list(csv.DictReader(f))
+    want = ' | '.join(pct(float(rows[e-1]['test_accuracy'])) for e in (1, 5, 10, 15, 20, 25, 30))
+    assert any(l.startswith('| ') and l.endswith(f'| {want} |') for l in README.splitlines()), want

@@ -183,7 +183,11 @@ def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path):
     assert r.returncode == 0, r.stderr
     rows = read_history(cut)
     assert [r['epoch'] for r in rows] == ['1', '2', '3', '4']
-    assert json.loads((cut/'results.json').read_text())['epochs'] == 4
+    res = json.loads((cut/'results.json').read_text())
+    assert res['epochs'] == 4
+    # the command that started the run, as typed, and the one that resumed it
+    assert res['command'] == f"python -m fastcifar.train {' '.join(map(str, args))} --out {cut}"
+    assert res['resumed_with'] == f'python -m fastcifar.train --out {cut} --resume'
     a, b = _weights(full), _weights(cut)
     for k in a: assert torch.equal(a[k], b[k]), k
     assert [r['test_accuracy'] for r in rows] == [r['test_accuracy'] for r in read_history(full)]
