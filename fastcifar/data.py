@@ -23,17 +23,16 @@ class GetImage(_Direct, ItemTransform):
     def _tfm(self, o): return torch.from_numpy(np.asarray(o[0])).permute(2, 0, 1).as_subclass(TensorImage)
     def encodes(self, o): return self._tfm(o)
 
-def seed_augs(p=0.5, seed=None):
-    "The seed's augmentation: flip, shift-scale-rotate (reflect-101 borders), one 16x16 cutout filled with the mean."
+def seed_augs(p=0.5, seed=None, cutout=16):
+    "The seed's augmentation: flip, shift-scale-rotate (reflect-101 borders), one `cutout`-pixel square hole (0: none)."
     aug = A.Compose([
         A.HorizontalFlip(p=p),
         # The seed's ShiftScaleRotate(0.0625, 0.1, 7) as albumentations 2.x's Affine: one scale for both axes,
         # and the reflect-101 border that albumentations 1.x used by default (2.x changed it to constant 0).
         A.Affine(translate_percent={'x': (-0.0625, 0.0625), 'y': (-0.0625, 0.0625)}, scale=(0.9, 1.1),
                  keep_ratio=True, rotate=(-7, 7), border_mode=cv2.BORDER_REFLECT_101, p=p),
-        A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(16, 16), hole_width_range=(16, 16),
-                        fill=MEAN_FILL, p=p),
-    ])
+    ] + ([A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(cutout, cutout), hole_width_range=(cutout, cutout),
+                          fill=MEAN_FILL, p=p)] if cutout else []))
     # albumentations' `Compose(seed=...)` seeds every transform with the same seed, so the flip, affine and cutout
     # draw correlated numbers; one shared stream seeded once keeps them independent (and resumable).
     if seed is not None: aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
@@ -69,20 +68,20 @@ def cifar_items(data, frac=1.0):
     te = [(x, data.classes[y]) for x, y in zip(data.x_test[::step], data.y_test[::step])]
     return tr + te, range(len(tr), len(tr)+len(te))
 
-def cifar_block(valid_idx, augment=True, seed=None):
+def cifar_block(valid_idx, augment=True, seed=None, cutout=16):
     "The DataBlock: decoded images and class names, the test set as validation, augmentation on train only."
     # Items are decoded arrays: one cheap transform makes the tensor, no PIL round trip per item and epoch
     images = TransformBlock(batch_tfms=IntToFloatTensor)
     images.item_tfms = []  # GetImage already gives tensors: no per-item ToTensor
     return DataBlock(blocks=(images, CategoryBlock(vocab=list(CLASSES))),
                      get_x=GetImage(), get_y=GetLabel(), splitter=IndexSplitter(valid_idx),
-                     item_tfms=[AlbumentationsTransform(seed_augs(seed=seed))] if augment else [],
+                     item_tfms=[AlbumentationsTransform(seed_augs(seed=seed, cutout=cutout))] if augment else [],
                      batch_tfms=[Normalize.from_stats(*STATS)])
 
-def cifar_dls(source=None, bs=128, workers=0, augment=True, frac=1.0, seed=None, device=None, data=None):
+def cifar_dls(source=None, bs=128, workers=0, augment=True, frac=1.0, seed=None, device=None, data=None, cutout=16):
     "CIFAR-10 `DataLoaders` from any source `load_cifar` takes (or an already loaded `data`)."
     data = data if data is not None else load_cifar(source)
     items, valid_idx = cifar_items(data, frac)
-    dls = cifar_block(valid_idx, augment, seed).dataloaders(items, bs=bs, num_workers=workers, device=device)
+    dls = cifar_block(valid_idx, augment, seed, cutout).dataloaders(items, bs=bs, num_workers=workers, device=device)
     dls.source = data.source
     return dls

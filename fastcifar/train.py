@@ -33,10 +33,11 @@ SEED = dict(
 
 # What `--recipe` sets where its flag is not given. `improved` is opt-in: same Net, parameters, epochs and schedule.
 RECIPES = dict(
-    seed=dict(label_smoothing=0., wd=SEED['wd'], dropout=DROPOUT),
+    seed=dict(label_smoothing=0., wd=SEED['wd'], dropout=DROPOUT, cutout=16),
     improved=dict(label_smoothing=0.1,  # soft targets
                   wd=5e-4,              # stronger L2 (still through the gradient, on every parameter)
-                  dropout=0.),          # the seed's recipe underfits: train accuracy (augmented) stays below test
+                  dropout=0.,           # the seed's recipe underfits: train accuracy (augmented) stays below test
+                  cutout=16),           # side of the cutout hole, pixels
 )
 
 class TrainError(ValueError):
@@ -113,7 +114,8 @@ def _workers(workers, device):
 _RULES = dict(epochs=(lambda v: v >= 1, '1 or more'), bs=(lambda v: v >= 1, '1 or more'), lr=(lambda v: v > 0, 'above 0'),
               wd=(lambda v: v >= 0, '0 or more'), workers=(lambda v: v is None or v >= 0, '0 or more'),
               frac=(lambda v: 0 < v <= 1, 'above 0 and at most 1'),
-              label_smoothing=(lambda v: 0 <= v < 1, '0 or more and below 1'), dropout=(lambda v: 0 <= v < 1, '0 or more and below 1'))
+              label_smoothing=(lambda v: 0 <= v < 1, '0 or more and below 1'), dropout=(lambda v: 0 <= v < 1, '0 or more and below 1'),
+              cutout=(lambda v: 0 <= v <= 32, 'from 0 (no cutout) to 32 pixels'))
 
 def _check_args(**kw):
     for k, v in kw.items():
@@ -129,7 +131,7 @@ def _run_folder(out, resume, overwrite):
         raise TrainError(f'run folder {out} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out')
     return out, ckpt
 
-_DEFAULTS = dict(recipe='seed', label_smoothing=0., dropout=DROPOUT, world_size=1)  # settings a checkpoint of an older version may lack
+_DEFAULTS = dict(recipe='seed', label_smoothing=0., dropout=DROPOUT, cutout=16, world_size=1)  # settings a checkpoint of an older version may lack
 
 def _command():
     "The command line that runs this process, as typed (`python -m fastcifar.train ...`, not this file's path)."
@@ -152,23 +154,23 @@ def _export(learn):
 
 def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr'], wd=None, seed=42,
           precision='auto', workers=None, resume=False, model=None, overwrite=False, frac=1.0, recipe='seed',
-          label_smoothing=None, dropout=None, show=True):
+          label_smoothing=None, dropout=None, cutout=None, show=True):
     "Train the seed's recipe (or `recipe`) on CIFAR-10 and write the run folder `out`; returns the Learner."
     if recipe not in RECIPES: raise TrainError(f"--recipe {recipe}: unknown; choose {' or '.join(RECIPES)}")
     if model and dropout is not None: raise TrainError(f"--dropout sets fastcifar's Net; set it inside {model} instead")
     r = RECIPES[recipe]  # a flag given wins over its recipe's setting
-    wd, label_smoothing, dropout = [r[k] if v is None else v for k, v in
-                                    (('wd', wd), ('label_smoothing', label_smoothing), ('dropout', dropout))]
+    wd, label_smoothing, dropout, cutout = [r[k] if v is None else v for k, v in
+        (('wd', wd), ('label_smoothing', label_smoothing), ('dropout', dropout), ('cutout', cutout))]
     _check_args(epochs=epochs, bs=bs, lr=lr, wd=wd, workers=workers, frac=frac, label_smoothing=label_smoothing,
-                dropout=dropout)
+                dropout=dropout, cutout=cutout)
     try: setup()  # join the process group of `accelerate launch`; nothing in a single process
     except ImportError as e: raise TrainError(e) from None
     ws, rank = world_size(), rank_distrib()
     out, ckpt_path = _run_folder(out, resume, overwrite)
-    ckpt = torch.load(ckpt_path, weights_only=False) if resume else None  # our own file, written by Checkpoint
+    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False) if resume else None  # our own file (a GPU run's resumes on the CPU too)
     cfg = {**_DEFAULTS, **ckpt['config']} if resume else dict(data=None if data is None else str(data), epochs=epochs, bs=bs, lr=lr,
                                              wd=wd, seed=seed, precision=precision, workers=workers, model=model, frac=frac,
-                                             recipe=recipe, label_smoothing=label_smoothing, dropout=dropout, world_size=ws,
+                                             recipe=recipe, label_smoothing=label_smoothing, dropout=dropout, cutout=cutout, world_size=ws,
                                              command=_command())
     if cfg['world_size'] != ws: raise TrainError(f'--resume: the run in {out} trained on {cfg["world_size"]} processes; resume it on as many')
     barrier()  # every rank has checked the run folder before rank 0 changes it
@@ -176,7 +178,7 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
     set_seed(cfg['seed'] + rank, reproducible=True)
     with rank0_first():  # rank 0 extracts and caches (or downloads) the data once
         dls = cifar_dls(cfg['data'], bs=cfg['bs'], workers=_workers(cfg['workers'], default_device()), frac=cfg['frac'],
-                        seed=cfg['seed'] + rank)
+                        seed=cfg['seed'] + rank, cutout=cfg['cutout'])
     dls.train.drop_last = False  # the seed's 391 steps an epoch: the last, partial batch is trained on too
     mdl = get_model(cfg['model'], cfg['dropout'])
     if not rank:  # rank 0 writes the run folder
@@ -185,7 +187,7 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
     learn = seed_learner(dls, mdl, cfg['wd'], cfg['precision'], path=out, label_smoothing=cfg['label_smoothing'])
     aug = dls.train.after_item.fs.filter(lambda t: hasattr(t, 'aug')).map(lambda t: t.aug)
     aug = aug[0] if len(aug) else None
-    info = dict(recipe=cfg['recipe'], label_smoothing=cfg['label_smoothing'], dropout=cfg['dropout'], params=n_params(learn.model),
+    info = dict(recipe=cfg['recipe'], label_smoothing=cfg['label_smoothing'], dropout=cfg['dropout'], cutout=cfg['cutout'], params=n_params(learn.model),
                 lr=cfg['lr'], bs=cfg['bs'], world_size=ws, effective_bs=cfg['bs']*ws, wd=cfg['wd'], seed=cfg['seed'],
                 device=_device_name(dls.device or 'cpu'), precision=learn.precision, data=dls.source,
                 model=cfg['model'] or 'fastcifar.model:Net', versions=_versions(), command=cfg.get('command') or _command())
@@ -221,8 +223,9 @@ def main(
     recipe:str='seed',    # seed (faithful) or improved (label smoothing 0.1, wd 5e-4, no dropout); same Net and epochs
     label_smoothing:float=None, # label smoothing (default: 0; improved 0.1)
     dropout:float=None,   # dropout after each BN'd conv of the Net (default: the seed's 0.05; improved 0)
+    cutout:int=None,      # side in pixels of the one square cutout hole, 0 for none (default: the seed's 16)
 ):
     "Train the seed's CIFAR-10 recipe with fastai and write history, curves, confusion matrix, results and model.pkl."
     try: train(data, out, epochs, bs, lr, wd, seed, precision, workers, resume, model, overwrite, frac, recipe, label_smoothing,
-               dropout)
+               dropout, cutout)
     except (TrainError, DataError, NonFiniteLoss) as e: sys.exit(f'fastcifar.train: error: {e}')

@@ -37,16 +37,21 @@ def _only(aug, i):
     t = aug.transforms[i]; t.p = 1.
     return A.Compose([t])
 
-def test_cutout_is_one_16x16_hole_of_the_mean():
-    aug = _only(seed_augs(seed=0), 2)
+@pytest.mark.parametrize('size', [16, 8])  # 16: the seed's
+def test_cutout_is_one_square_hole_of_the_mean(size):
+    aug = _only(seed_augs(seed=0) if size == 16 else seed_augs(seed=0, cutout=size), 2)
     img = np.zeros((32, 32, 3), np.uint8)
     for _ in range(50):
         out = aug(image=img)['image']
         hole = (out == np.array(MEAN_FILL, np.uint8)).all(-1)
         ys, xs = np.nonzero(hole)
-        assert hole.sum() == 256 and ys.max() - ys.min() == 15 and xs.max() - xs.min() == 15
+        assert hole.sum() == size*size and ys.max() - ys.min() == size-1 and xs.max() - xs.min() == size-1
         assert (out[~hole] == 0).all()
     assert MEAN_FILL == (125, 123, 114)
+
+def test_cutout_0_leaves_flip_and_affine_only():
+    assert [type(t).__name__ for t in seed_augs(cutout=0).transforms] == ['HorizontalFlip', 'Affine']
+    assert [type(t).__name__ for t in seed_augs().transforms] == ['HorizontalFlip', 'Affine', 'CoarseDropout']
 
 def test_flip_and_affine_keep_shape_and_dtype():
     rng = np.random.default_rng(0)

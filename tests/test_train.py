@@ -105,7 +105,7 @@ def _dropouts(m): return [x.p for x in m.modules() if isinstance(x, torch.nn.Dro
 def test_seed_recipe_is_the_default(run2):
     out, learn = run2
     res = json.loads((out/'results.json').read_text())
-    assert (res['recipe'], res['wd'], res['label_smoothing'], res['dropout']) == ('seed', 1e-4, 0., 0.05)
+    assert (res['recipe'], res['wd'], res['label_smoothing'], res['dropout'], res['cutout']) == ('seed', 1e-4, 0., 0.05, 16)
     assert _dropouts(learn.model) == [0.05]*9 and type(learn.loss_func).__name__ == 'CrossEntropyLossFlat'
 
 def test_improved_recipe_sets_its_choices_and_flags_win(tiny_tgz, tmp_path):
@@ -115,9 +115,12 @@ def test_improved_recipe_sets_its_choices_and_flags_win(tiny_tgz, tmp_path):
     assert res['params'] == 193_280 and res['epochs'] == 1  # same Net, same parameters
     assert _dropouts(learn.model) == [0.]*9 and learn.loss_func.eps == 0.1
     assert all(g['weight_decay'] == 5e-4 for g in learn.opt.opt.param_groups)
-    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, dropout=0.)
-    learn = train(tiny_tgz, tmp_path/'imp2', epochs=1, bs=32, recipe='improved', wd=1e-4, dropout=0.2, show=False)
+    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, dropout=0., cutout=16)
+    learn = train(tiny_tgz, tmp_path/'imp2', epochs=1, bs=32, recipe='improved', wd=1e-4, dropout=0.2, cutout=0, show=False)
     assert all(g['weight_decay'] == 1e-4 for g in learn.opt.opt.param_groups) and _dropouts(learn.model) == [0.2]*9
+    aug = learn.dls.train.after_item.fs.filter(lambda t: hasattr(t, 'aug'))[0].aug
+    assert [type(t).__name__ for t in aug.transforms] == ['HorizontalFlip', 'Affine']  # --cutout 0: no hole
+    assert json.loads((tmp_path/'imp2'/'results.json').read_text())['cutout'] == 0
 
 def test_precision_flags(tiny_tgz):
     dls = cifar_dls(tiny_tgz, bs=32)
@@ -134,13 +137,13 @@ def test_help_explains_each_flag():
     r = cli('--help')
     assert r.returncode == 0
     for flag in ('--data', '--out', '--epochs', '--bs', '--lr', '--wd', '--seed', '--precision', '--workers', '--resume', '--model',
-                 '--recipe', '--label-smoothing', '--dropout'):
+                 '--recipe', '--label-smoothing', '--dropout', '--cutout'):
         assert flag in r.stdout, flag
 
 @pytest.mark.parametrize('args,msg', [(('--epochs', '-1'), '--epochs -1'), (('--precision', 'fp8'), '--precision fp8'),
                                       (('--bs', '0'), '--bs 0'), (('--model', 'no.such.module'), '--model no.such.module'),
                                       (('--recipe', 'fancy'), '--recipe fancy'), (('--dropout', '1.5'), '--dropout 1.5'),
-                                      (('--label-smoothing', '-0.1'), '--label-smoothing -0.1'),
+                                      (('--label-smoothing', '-0.1'), '--label-smoothing -0.1'), (('--cutout', '40'), '--cutout 40'),
                                       (('--model', 'fastcifar.model', '--dropout', '0'), '--dropout sets')])
 def test_bad_flags_give_one_line(tiny_tgz, tmp_path, args, msg):
     r = cli('--data', tiny_tgz, '--out', tmp_path/'r', '--epochs', 1, *args)
