@@ -172,6 +172,7 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
                                              wd=wd, seed=seed, precision=precision, workers=workers, model=model, frac=frac,
                                              recipe=recipe, label_smoothing=label_smoothing, dropout=dropout, cutout=cutout, world_size=ws,
                                              command=_command())
+    if resume and workers is not None: cfg['workers'] = workers  # this machine's setting, not the recipe's: may change
     if cfg['world_size'] != ws: raise TrainError(f'--resume: the run in {out} trained on {cfg["world_size"]} processes; resume it on as many')
     barrier()  # every rank has checked the run folder before rank 0 changes it
     # rank 0 draws as a single process does; each other rank its own augmentations (and DataLoader worker seeds)
@@ -215,7 +216,7 @@ def main(
     wd:float=None,        # L2 weight decay, added to every parameter's gradient as the seed's torch SGD did (default: 1e-4; improved 5e-4)
     seed:int=42,          # random seed
     precision:str='auto', # auto, fp32, bf16 or fp16 (auto: bf16 where supported)
-    workers:int=None,     # DataLoader worker processes (default: 0 on the CPU, up to 8 with a GPU)
+    workers:int=None,     # DataLoader worker processes (default: 0 on the CPU, up to 8 with a GPU; may change on --resume)
     resume:bool=False,    # continue the interrupted run in --out from its last checkpoint
     model:str=None,       # module or module:callable giving an nn.Module (default: the seed's Net)
     overwrite:bool=False, # replace an existing run in --out

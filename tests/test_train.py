@@ -208,10 +208,11 @@ def test_real_data_two_epochs_on_a_tenth(shared_data, tmp_path):
 
 def test_resume_after_the_last_epoch_writes_the_final_files(tiny_tgz, tmp_path):
     out = tmp_path/'r'
-    train(tiny_tgz, out, epochs=1, bs=32, show=False)
+    train(tiny_tgz, out, epochs=1, bs=32, workers=1, show=False)
     first = json.loads((out/'results.json').read_text())
     for f in ('results.json', 'model.pkl', 'confusion_matrix.png'): (out/f).unlink()  # killed before after_fit ended
-    train(None, out, resume=True, show=False)
+    learn = train(None, out, resume=True, workers=0, show=False)  # e.g. a GPU run (workers) resumed on the CPU
+    assert learn.dls.train.fake_l.num_workers == 0  # fastai's DataLoader.num_workers is its shard count
     res = json.loads((out/'results.json').read_text())
     assert [r['epoch'] for r in read_history(out)] == ['1'] and (out/'model.pkl').exists() and (out/'confusion_matrix.png').exists()
     assert res['final_test_accuracy'] == pytest.approx(first['final_test_accuracy'])
