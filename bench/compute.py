@@ -6,12 +6,12 @@ from fastcifar.model import Net
 def _sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize()
 
-def step_times(device='cpu', precision='bf16', channels_last=True, bs=128, steps=20, warmup=5):
-    "Seconds per training step (forward, backward, SGD step) of the Net on one synthetic batch."
+def step_times(device='cpu', precision='bf16', channels_last=True, bs=128, steps=20, warmup=5, model=None):
+    "Seconds per training step (forward, backward, SGD step) of the Net (or `model`) on one synthetic batch."
     dev = torch.device(device)
     torch.manual_seed(0)
     mf = torch.channels_last if channels_last else torch.contiguous_format
-    m = Net().to(dev, memory_format=mf)
+    m = (model if model is not None else Net()).to(dev, memory_format=mf)
     opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9, weight_decay=1e-4)
     x = torch.randn(bs, 3, 32, 32, device=dev).contiguous(memory_format=mf)
     y = torch.randint(0, 10, (bs,), device=dev)

@@ -1,6 +1,6 @@
-import re, subprocess, sys, torch
+import re, subprocess, sys, pytest, torch
 from pathlib import Path
-from fastcifar.model import LAYERS, Net, layer_table, n_params, summary, markdown_table
+from fastcifar.model import LAYERS, Dropout, Net, layer_table, n_params, summary, markdown_table
 
 def test_param_count_is_the_seeds():
     assert n_params(Net()) == 193_280 == sum(r['params'] for r in layer_table())
@@ -50,3 +50,31 @@ def test_summary_cli_prints_the_table():
 def test_readme_architecture_table_is_derived_from_the_code():
     readme = (Path(__file__).parents[1]/'README.md').read_text()
     assert markdown_table() in readme
+
+@pytest.mark.parametrize('p', [0.05, 0.5])
+@pytest.mark.parametrize('layout', ['contiguous', 'channels_last', 'transposed'])
+def test_dropout_keeps_1_minus_p_and_scales_the_rest(p, layout):
+    x = torch.rand(64, 32, 24, 24) + 0.5  # no zeros of its own; 1.2M elements
+    x = {'contiguous': x, 'channels_last': x.contiguous(memory_format=torch.channels_last), 'transposed': x.transpose(2, 3)}[layout]
+    d = Dropout(p).train()
+    torch.manual_seed(0); y = d(x)
+    assert y.shape == x.shape and y.dtype == x.dtype and y.stride() == x.stride()
+    drop = y == 0
+    sd = (p*(1-p)/x.numel())**0.5
+    assert abs(drop.float().mean().item() - p) < 5*sd
+    per_channel = drop.float().mean((0, 2, 3))  # no channel or position favoured by the memory order
+    assert (per_channel - p).abs().max() < 5*(p*(1-p)/(x.numel()//x.shape[1]))**0.5
+    assert torch.equal(y[~drop], x[~drop]*torch.tensor(1/(1-p)))
+    torch.manual_seed(0); assert torch.equal(d(x), y)  # torch's seed fixes the mask
+    assert not torch.equal(d(x), y)                     # and the next call draws a new one
+
+def test_dropout_gradient_is_the_mask_and_eval_is_identity():
+    x = (torch.rand(16, 8, 10, 10) + 0.5).requires_grad_()
+    d = Dropout(0.2)
+    y = d(x); y.sum().backward()
+    assert torch.equal(x.grad, (y != 0).float()/0.8)
+    d.eval(); assert torch.equal(d(x), x)
+    assert torch.equal(Dropout(0.).train()(x), x)
+    xb = torch.rand(8, 8, 10, 10).bfloat16() + 0.5
+    yb = Dropout(0.05).train()(xb)
+    assert yb.dtype == torch.bfloat16 and torch.equal(yb[yb != 0], xb[yb != 0]*torch.tensor(1/0.95, dtype=torch.bfloat16))

@@ -1,0 +1,31 @@
+"""What dropout costs the CPU training step: torch's `nn.Dropout` against fastcifar's `Dropout` (the same mask
+distribution, drawn in bulk) and no dropout. `python -m bench.dropout`."""
+import json, statistics, time, torch
+from torch import nn
+from fastcore.script import call_parse
+from fastcifar.model import Net, Dropout
+from bench.compute import step_times
+
+def _nets():
+    torch_drop = Net()
+    for blk in torch_drop:
+        for layer in blk:
+            if isinstance(layer, nn.Sequential): layer[-1] = nn.Dropout(layer[-1].p)  # torch's own, same p
+    return {'torch nn.Dropout(0.05)': torch_drop, 'fastcifar Dropout(0.05)': Net(), 'no dropout (p=0)': Net(dropout=0.)}
+
+@call_parse
+def main(rounds:int=3,   # rounds, each timing every variant in turn (interleaved: shared-machine noise hits all alike)
+         steps:int=10,   # timed steps per variant and round
+         out:str='bench/results/dropout_cpu.json'):  # where to save the figures
+    "Median bf16 channels-last training step (batch 128) of the Net with each dropout, on the CPU."
+    nets, ts = _nets(), {}
+    assert sum(isinstance(m, Dropout) for m in nets['torch nn.Dropout(0.05)'].modules()) == 0
+    for _ in range(rounds):
+        for k, m in nets.items(): ts.setdefault(k, []).extend(step_times('cpu', 'bf16', True, steps=steps, warmup=2, model=m))
+    base = statistics.median(ts['no dropout (p=0)'])
+    res = {k: dict(median_s=statistics.median(v), min_s=min(v), max_s=max(v), n=len(v),
+                   epoch_s=391*statistics.median(v), ratio_to_no_dropout=statistics.median(v)/base) for k, v in ts.items()}
+    for k, r in res.items(): print(f"{k:24} step {r['median_s']*1e3:6.1f} ms (min {r['min_s']*1e3:.1f}, max {r['max_s']*1e3:.1f})  "
+                                   f"391 steps {r['epoch_s']:6.1f} s  {r['ratio_to_no_dropout']:.2f}x no dropout")
+    meta = dict(date=time.strftime('%Y-%m-%d %H:%M'), torch=torch.__version__, threads=torch.get_num_threads())
+    if out: open(out, 'w').write(json.dumps(dict(meta=meta, results=res), indent=2) + '\n')
