@@ -37,7 +37,7 @@ RECIPES = dict(
     improved=dict(label_smoothing=0.1,  # soft targets
                   wd=5e-4,              # stronger L2 (still through the gradient, on every parameter)
                   dropout=0.,           # the seed's recipe underfits: train accuracy (augmented) stays below test
-                  cutout=16),           # side of the cutout hole, pixels
+                  cutout=0),            # no cutout hole (the seed's: 16x16 pixels); the largest gain measured
 )
 
 class TrainError(ValueError):
@@ -221,10 +221,10 @@ def main(
     model:str=None,       # module or module:callable giving an nn.Module (default: the seed's Net)
     overwrite:bool=False, # replace an existing run in --out
     frac:float=1.0,       # fraction of each split to use (every 1/frac-th image), for quick runs
-    recipe:str='seed',    # seed (faithful) or improved (label smoothing 0.1, wd 5e-4, no dropout); same Net and epochs
+    recipe:str='seed',    # seed (faithful) or improved (label smoothing 0.1, wd 5e-4, no dropout, no cutout); same Net and epochs
     label_smoothing:float=None, # label smoothing (default: 0; improved 0.1)
     dropout:float=None,   # dropout after each BN'd conv of the Net (default: the seed's 0.05; improved 0)
-    cutout:int=None,      # side in pixels of the one square cutout hole, 0 for none (default: the seed's 16)
+    cutout:int=None,      # side in pixels of the one square cutout hole, 0 for none (default: the seed's 16; improved 0)
 ):
     "Train the seed's CIFAR-10 recipe with fastai and write history, curves, confusion matrix, results and model.pkl."
     try: train(data, out, epochs, bs, lr, wd, seed, precision, workers, resume, model, overwrite, frac, recipe, label_smoothing,

@@ -101,6 +101,7 @@ def test_weight_decay_is_l2_on_every_parameter(run2):
         torch.testing.assert_close(p.detach(), before[n]*(1 - 0.1*1e-2), msg=n)
 
 def _dropouts(m): return [x.p for x in m.modules() if isinstance(x, torch.nn.Dropout)]
+def _augs(learn): return [type(t).__name__ for t in learn.dls.train.after_item.fs.filter(lambda t: hasattr(t, 'aug'))[0].aug.transforms]
 
 def test_seed_recipe_is_the_default(run2):
     out, learn = run2
@@ -115,12 +116,12 @@ def test_improved_recipe_sets_its_choices_and_flags_win(tiny_tgz, tmp_path):
     assert res['params'] == 193_280 and res['epochs'] == 1  # same Net, same parameters
     assert _dropouts(learn.model) == [0.]*9 and learn.loss_func.eps == 0.1
     assert all(g['weight_decay'] == 5e-4 for g in learn.opt.opt.param_groups)
-    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, dropout=0., cutout=16)
-    learn = train(tiny_tgz, tmp_path/'imp2', epochs=1, bs=32, recipe='improved', wd=1e-4, dropout=0.2, cutout=0, show=False)
+    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, dropout=0., cutout=0)
+    assert res['cutout'] == 0 and _augs(learn) == ['HorizontalFlip', 'Affine']  # no cutout hole
+    learn = train(tiny_tgz, tmp_path/'imp2', epochs=1, bs=32, recipe='improved', wd=1e-4, dropout=0.2, cutout=16, show=False)
     assert all(g['weight_decay'] == 1e-4 for g in learn.opt.opt.param_groups) and _dropouts(learn.model) == [0.2]*9
-    aug = learn.dls.train.after_item.fs.filter(lambda t: hasattr(t, 'aug'))[0].aug
-    assert [type(t).__name__ for t in aug.transforms] == ['HorizontalFlip', 'Affine']  # --cutout 0: no hole
-    assert json.loads((tmp_path/'imp2'/'results.json').read_text())['cutout'] == 0
+    assert _augs(learn) == ['HorizontalFlip', 'Affine', 'CoarseDropout']
+    assert json.loads((tmp_path/'imp2'/'results.json').read_text())['cutout'] == 16
 
 def test_precision_flags(tiny_tgz):
     dls = cifar_dls(tiny_tgz, bs=32)
