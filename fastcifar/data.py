@@ -5,12 +5,13 @@ from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ItemTra
                                IntToFloatTensor, Normalize, TensorImage)
 from .sources import CLASSES, load_cifar
 
-__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'GetImage', 'GetLabel', 'seed_augs', 'AlbumentationsTransform', 'cifar_items',
+__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'CUTOUT', 'GetImage', 'GetLabel', 'seed_augs', 'AlbumentationsTransform', 'cifar_items',
            'cifar_block', 'cifar_dls']
 
 STATS = ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])  # the seed's normalisation (mean, std)
 MEAN_FILL = tuple(round(255*m) for m in STATS[0])             # cutout fill: the data set mean, in pixels
 SIZE = 32
+CUTOUT = 16                                                   # the seed's cutout: one 16x16 hole
 
 class _Direct:
     "Call `_tfm` straight, skipping fasttransform's per-call type dispatch (~15 us a call, 5 calls an item)."
@@ -23,7 +24,7 @@ class GetImage(_Direct, ItemTransform):
     def _tfm(self, o): return torch.from_numpy(np.asarray(o[0])).permute(2, 0, 1).as_subclass(TensorImage)
     def encodes(self, o): return self._tfm(o)
 
-def seed_augs(p=0.5, seed=None, cutout=16):
+def seed_augs(p=0.5, seed=None, cutout=CUTOUT):
     "The seed's augmentation: flip, shift-scale-rotate (reflect-101 borders), one `cutout`-pixel square hole (0: none)."
     aug = A.Compose([
         A.HorizontalFlip(p=p),
@@ -68,7 +69,7 @@ def cifar_items(data, frac=1.0):
     te = [(x, data.classes[y]) for x, y in zip(data.x_test[::step], data.y_test[::step])]
     return tr + te, range(len(tr), len(tr)+len(te))
 
-def cifar_block(valid_idx, augment=True, seed=None, cutout=16):
+def cifar_block(valid_idx, augment=True, seed=None, cutout=CUTOUT):
     "The DataBlock: decoded images and class names, the test set as validation, augmentation on train only."
     # Items are decoded arrays: one cheap transform makes the tensor, no PIL round trip per item and epoch
     images = TransformBlock(batch_tfms=IntToFloatTensor)
@@ -78,7 +79,7 @@ def cifar_block(valid_idx, augment=True, seed=None, cutout=16):
                      item_tfms=[AlbumentationsTransform(seed_augs(seed=seed, cutout=cutout))] if augment else [],
                      batch_tfms=[Normalize.from_stats(*STATS)])
 
-def cifar_dls(source=None, bs=128, workers=0, augment=True, frac=1.0, seed=None, device=None, data=None, cutout=16):
+def cifar_dls(source=None, bs=128, workers=0, augment=True, frac=1.0, seed=None, device=None, data=None, cutout=CUTOUT):
     "CIFAR-10 `DataLoaders` from any source `load_cifar` takes (or an already loaded `data`)."
     data = data if data is not None else load_cifar(source)
     items, valid_idx = cifar_items(data, frac)

@@ -13,7 +13,7 @@ from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learne
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.fp16 import MixedPrecision
 from .model import Net, n_params, DROPOUT
-from .data import cifar_dls
+from .data import cifar_dls, CUTOUT
 from .sources import DataError
 from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFiniteLoss, set_rng_state
 from .predict import export_safe
@@ -33,7 +33,7 @@ SEED = dict(
 
 # What `--recipe` sets where its flag is not given. `improved` is opt-in: same Net, parameters, epochs and schedule.
 RECIPES = dict(
-    seed=dict(label_smoothing=0., wd=SEED['wd'], dropout=DROPOUT, cutout=16),
+    seed=dict(label_smoothing=0., wd=SEED['wd'], dropout=DROPOUT, cutout=CUTOUT),
     improved=dict(label_smoothing=0.1,  # soft targets
                   wd=5e-4,              # stronger L2 (still through the gradient, on every parameter)
                   dropout=0.,           # the seed's recipe underfits: train accuracy (augmented) stays below test
@@ -131,7 +131,7 @@ def _run_folder(out, resume, overwrite):
         raise TrainError(f'run folder {out} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out')
     return out, ckpt
 
-_DEFAULTS = dict(recipe='seed', label_smoothing=0., dropout=DROPOUT, cutout=16, world_size=1)  # settings a checkpoint of an older version may lack
+_DEFAULTS = dict(recipe='seed', label_smoothing=0., dropout=DROPOUT, cutout=CUTOUT, world_size=1)  # settings a checkpoint of an older version may lack
 
 def _command():
     "The command line that runs this process, as typed (`python -m fastcifar.train ...`, not this file's path)."
