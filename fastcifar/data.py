@@ -5,13 +5,42 @@ from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ItemTra
                                IntToFloatTensor, Normalize, TensorImage)
 from .sources import CLASSES, load_cifar
 
-__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'CUTOUT', 'GetImage', 'GetLabel', 'seed_augs', 'AlbumentationsTransform', 'cifar_items',
+__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'AUGS', 'aug_spec', 'albumentations_pipeline', 'GetImage', 'GetLabel', 'seed_augs', 'AlbumentationsTransform', 'cifar_items',
            'cifar_block', 'cifar_dls']
 
 STATS = ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])  # the seed's normalisation (mean, std)
 MEAN_FILL = tuple(round(255*m) for m in STATS[0])             # cutout fill: the data set mean, in pixels
-SIZE = 32
-CUTOUT = 16                                                   # the seed's cutout: one 16x16 hole
+SIZE = 32                                                     # CIFAR-10's side, the Net's input
+
+# The seed's augmentation as data; every executor reads these. The seed called, with p=0.5 each: HorizontalFlip,
+# ShiftScaleRotate(shift 0.0625, scale 0.1, rotate 7) and CoarseDropout ("16x16 holes"), albumentations unpinned.
+# readme: its README's words as albumentations 1.x ran such calls: one 16x16 hole of the mean colour, reflect-101
+#         borders, one scale for both axes.
+# albu2:  the same calls under albumentations 2.x, which ignores CoarseDropout's 1.x keywords (max_holes, max_height,
+#         fill_value, ...) and falls back to its defaults, and whose ShiftScaleRotate is an Affine with constant-0
+#         borders and independent x/y scales (keep_ratio=False). tests/test_data.py holds both to the library's calls.
+AUGS = dict(
+    readme=dict(flip=0.5,              # probability of a horizontal flip
+                affine=0.5,            # probability of the shift-scale-rotate
+                shift=0.0625,          # translation, fraction of the side, each axis uniform in +-shift
+                scale=(0.9, 1.1),      # zoom range
+                same_scale=True,       # one zoom for both axes (False: x and y drawn independently)
+                rotate=7,              # degrees, uniform in +-rotate
+                border='reflect101',   # pixels outside the image: 'reflect101' (cv2's BORDER_REFLECT_101) or 'constant' (0)
+                cutout=0.5,            # probability of the cutout
+                holes=(1, 1),          # number of holes, inclusive range
+                hole=(16, 16),         # hole side: ints are pixels (inclusive range), floats a fraction of the side
+                fill=MEAN_FILL),       # hole colour, pixels (RGB)
+    albu2=dict(flip=0.5, affine=0.5, shift=0.0625, scale=(0.9, 1.1), same_scale=False, rotate=7, border='constant',
+               cutout=0.5, holes=(1, 2), hole=(0.1, 0.2), fill=0),  # hole sides int(32*U(0.1, 0.2)): 3-6 px
+)
+
+def aug_spec(aug='readme', cutout=None):
+    "The settings of augmentation `aug` (a name of `AUGS`); `cutout` if given: one `cutout`-pixel square hole (0: none)."
+    if aug not in AUGS: raise ValueError(f"augmentation {aug!r}: unknown; choose {' or '.join(AUGS)}")
+    spec = dict(AUGS[aug])
+    if cutout is not None: spec.update(cutout=spec['cutout'] if cutout else 0., holes=(1, 1), hole=(cutout, cutout))
+    return spec
 
 class _Direct:
     "Call `_tfm` straight, skipping fasttransform's per-call type dispatch (~15 us a call, 5 calls an item)."
@@ -24,20 +53,26 @@ class GetImage(_Direct, ItemTransform):
     def _tfm(self, o): return torch.from_numpy(np.asarray(o[0])).permute(2, 0, 1).as_subclass(TensorImage)
     def encodes(self, o): return self._tfm(o)
 
-def seed_augs(p=0.5, seed=None, cutout=CUTOUT):
-    "The seed's augmentation: flip, shift-scale-rotate (reflect-101 borders), one `cutout`-pixel square hole (0: none)."
+_BORDERS = dict(reflect101=cv2.BORDER_REFLECT_101, constant=cv2.BORDER_CONSTANT)
+
+def albumentations_pipeline(spec, seed=None):
+    "`spec` (see `aug_spec`) as an albumentations pipeline: flip, affine, cutout; `seed` fixes its random stream."
+    sh, r = spec['shift'], spec['rotate']
     aug = A.Compose([
-        A.HorizontalFlip(p=p),
-        # The seed's ShiftScaleRotate(0.0625, 0.1, 7) as albumentations 2.x's Affine: one scale for both axes,
-        # and the reflect-101 border that albumentations 1.x used by default (2.x changed it to constant 0).
-        A.Affine(translate_percent={'x': (-0.0625, 0.0625), 'y': (-0.0625, 0.0625)}, scale=(0.9, 1.1),
-                 keep_ratio=True, rotate=(-7, 7), border_mode=cv2.BORDER_REFLECT_101, p=p),
-    ] + ([A.CoarseDropout(num_holes_range=(1, 1), hole_height_range=(cutout, cutout), hole_width_range=(cutout, cutout),
-                          fill=MEAN_FILL, p=p)] if cutout else []))
+        A.HorizontalFlip(p=spec['flip']),
+        A.Affine(translate_percent={'x': (-sh, sh), 'y': (-sh, sh)}, scale=spec['scale'], keep_ratio=spec['same_scale'],
+                 rotate=(-r, r), border_mode=_BORDERS[spec['border']], fill=0, p=spec['affine']),
+    ] + ([A.CoarseDropout(num_holes_range=spec['holes'], hole_height_range=spec['hole'], hole_width_range=spec['hole'],
+                          fill=spec['fill'], p=spec['cutout'])] if spec['cutout'] else []))
     # albumentations' `Compose(seed=...)` seeds every transform with the same seed, so the flip, affine and cutout
     # draw correlated numbers; one shared stream seeded once keeps them independent (and resumable).
     if seed is not None: aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
     return aug
+
+def seed_augs(p=0.5, seed=None, cutout=None, aug='readme'):
+    "The seed's augmentation `aug` with every component at probability `p`, as an albumentations pipeline."
+    spec = aug_spec(aug, cutout)
+    return albumentations_pipeline({**spec, 'flip': p, 'affine': p, 'cutout': p if spec['cutout'] else 0.}, seed)
 
 class GetLabel(_Direct, ItemTransform):
     "The class name of an (image, label) item."
@@ -69,20 +104,21 @@ def cifar_items(data, frac=1.0):
     te = [(x, data.classes[y]) for x, y in zip(data.x_test[::step], data.y_test[::step])]
     return tr + te, range(len(tr), len(tr)+len(te))
 
-def cifar_block(valid_idx, augment=True, seed=None, cutout=CUTOUT):
+def cifar_block(valid_idx, augment=True, seed=None, cutout=None, aug='readme'):
     "The DataBlock: decoded images and class names, the test set as validation, augmentation on train only."
     # Items are decoded arrays: one cheap transform makes the tensor, no PIL round trip per item and epoch
     images = TransformBlock(batch_tfms=IntToFloatTensor)
     images.item_tfms = []  # GetImage already gives tensors: no per-item ToTensor
     return DataBlock(blocks=(images, CategoryBlock(vocab=list(CLASSES))),
                      get_x=GetImage(), get_y=GetLabel(), splitter=IndexSplitter(valid_idx),
-                     item_tfms=[AlbumentationsTransform(seed_augs(seed=seed, cutout=cutout))] if augment else [],
+                     item_tfms=[AlbumentationsTransform(albumentations_pipeline(aug_spec(aug, cutout), seed))] if augment else [],
                      batch_tfms=[Normalize.from_stats(*STATS)])
 
-def cifar_dls(source=None, bs=128, workers=0, augment=True, frac=1.0, seed=None, device=None, data=None, cutout=CUTOUT):
+def cifar_dls(source=None, bs=128, workers=0, augment=True, frac=1.0, seed=None, device=None, data=None, cutout=None,
+              aug='readme'):
     "CIFAR-10 `DataLoaders` from any source `load_cifar` takes (or an already loaded `data`)."
     data = data if data is not None else load_cifar(source)
     items, valid_idx = cifar_items(data, frac)
-    dls = cifar_block(valid_idx, augment, seed, cutout).dataloaders(items, bs=bs, num_workers=workers, device=device)
+    dls = cifar_block(valid_idx, augment, seed, cutout, aug).dataloaders(items, bs=bs, num_workers=workers, device=device)
     dls.source = data.source
     return dls

@@ -12,8 +12,8 @@ from fastai.torch_core import set_seed, default_device, rank_distrib
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner)
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.fp16 import MixedPrecision
-from .model import Net, n_params, DROPOUT
-from .data import cifar_dls, CUTOUT
+from .model import Net, n_params, DROPOUT, MODEL_VERSION
+from .data import cifar_dls, AUGS
 from .sources import DataError
 from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFiniteLoss, set_rng_state
 from .predict import export_safe
@@ -33,10 +33,13 @@ SEED = dict(
 
 # What `--recipe` sets where its flag is not given. `improved` is opt-in: same Net, parameters, epochs and schedule.
 RECIPES = dict(
-    seed=dict(label_smoothing=0., wd=SEED['wd'], dropout=DROPOUT, cutout=CUTOUT),
+    seed=dict(label_smoothing=0., wd=SEED['wd'], dropout=DROPOUT, aug_spec='readme', cutout=None),
+    # the seed's calls as albumentations 2.x runs them (1-2 holes of 3-6 px, black; constant borders): see data.AUGS
+    **{'seed-albu2': dict(label_smoothing=0., wd=SEED['wd'], dropout=DROPOUT, aug_spec='albu2', cutout=None)},
     improved=dict(label_smoothing=0.1,  # soft targets
                   wd=5e-4,              # stronger L2 (still through the gradient, on every parameter)
                   dropout=0.,           # the seed's recipe underfits: train accuracy (augmented) stays below test
+                  aug_spec='readme',    # flip and shift-scale-rotate with reflect-101 borders
                   cutout=0),            # no cutout hole (the seed's: 16x16 pixels); the largest gain measured
 )
 
@@ -115,7 +118,8 @@ _RULES = dict(epochs=(lambda v: v >= 1, '1 or more'), bs=(lambda v: v >= 1, '1 o
               wd=(lambda v: v >= 0, '0 or more'), workers=(lambda v: v is None or v >= 0, '0 or more'),
               frac=(lambda v: 0 < v <= 1, 'above 0 and at most 1'),
               label_smoothing=(lambda v: 0 <= v < 1, '0 or more and below 1'), dropout=(lambda v: 0 <= v < 1, '0 or more and below 1'),
-              cutout=(lambda v: 0 <= v <= 32, 'from 0 (no cutout) to 32 pixels'))
+              cutout=(lambda v: v is None or 0 <= v <= 32, 'from 0 (no cutout) to 32 pixels'),
+              aug_spec=(lambda v: v in AUGS, ' or '.join(AUGS)))
 
 def _check_args(**kw):
     for k, v in kw.items():
@@ -131,7 +135,7 @@ def _run_folder(out, resume, overwrite):
         raise TrainError(f'run folder {out} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out')
     return out, ckpt
 
-_DEFAULTS = dict(recipe='seed', label_smoothing=0., dropout=DROPOUT, cutout=CUTOUT, world_size=1)  # settings a checkpoint of an older version may lack
+_DEFAULTS = dict(recipe='seed', label_smoothing=0., dropout=DROPOUT, cutout=16, aug_spec='readme', world_size=1)  # settings a checkpoint of an older version may lack
 
 def _command():
     "The command line that runs this process, as typed (`python -m fastcifar.train ...`, not this file's path)."
@@ -154,15 +158,15 @@ def _export(learn):
 
 def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr'], wd=None, seed=42,
           precision='auto', workers=None, resume=False, model=None, overwrite=False, frac=1.0, recipe='seed',
-          label_smoothing=None, dropout=None, cutout=None, show=True):
+          label_smoothing=None, dropout=None, cutout=None, aug_spec=None, show=True):
     "Train the seed's recipe (or `recipe`) on CIFAR-10 and write the run folder `out`; returns the Learner."
     if recipe not in RECIPES: raise TrainError(f"--recipe {recipe}: unknown; choose {' or '.join(RECIPES)}")
     if model and dropout is not None: raise TrainError(f"--dropout sets fastcifar's Net; set it inside {model} instead")
     r = RECIPES[recipe]  # a flag given wins over its recipe's setting
-    wd, label_smoothing, dropout, cutout = [r[k] if v is None else v for k, v in
-        (('wd', wd), ('label_smoothing', label_smoothing), ('dropout', dropout), ('cutout', cutout))]
+    wd, label_smoothing, dropout, cutout, aug_spec = [r[k] if v is None else v for k, v in
+        (('wd', wd), ('label_smoothing', label_smoothing), ('dropout', dropout), ('cutout', cutout), ('aug_spec', aug_spec))]
     _check_args(epochs=epochs, bs=bs, lr=lr, wd=wd, workers=workers, frac=frac, label_smoothing=label_smoothing,
-                dropout=dropout, cutout=cutout)
+                dropout=dropout, cutout=cutout, aug_spec=aug_spec)
     try: setup()  # join the process group of `accelerate launch`; nothing in a single process
     except ImportError as e: raise TrainError(e) from None
     ws, rank = world_size(), rank_distrib()
@@ -170,7 +174,7 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
     ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False) if resume else None  # our own file (a GPU run's resumes on the CPU too)
     cfg = {**_DEFAULTS, **ckpt['config']} if resume else dict(data=None if data is None else str(data), epochs=epochs, bs=bs, lr=lr,
                                              wd=wd, seed=seed, precision=precision, workers=workers, model=model, frac=frac,
-                                             recipe=recipe, label_smoothing=label_smoothing, dropout=dropout, cutout=cutout, world_size=ws,
+                                             recipe=recipe, label_smoothing=label_smoothing, dropout=dropout, cutout=cutout, aug_spec=aug_spec, world_size=ws,
                                              command=_command())
     if resume and workers is not None: cfg['workers'] = workers  # this machine's setting, not the recipe's: may change
     if cfg['world_size'] != ws: raise TrainError(f'--resume: the run in {out} trained on {cfg["world_size"]} processes; resume it on as many')
@@ -179,7 +183,7 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
     set_seed(cfg['seed'] + rank, reproducible=True)
     with rank0_first():  # rank 0 extracts and caches (or downloads) the data once
         dls = cifar_dls(cfg['data'], bs=cfg['bs'], workers=_workers(cfg['workers'], default_device()), frac=cfg['frac'],
-                        seed=cfg['seed'] + rank, cutout=cfg['cutout'])
+                        seed=cfg['seed'] + rank, cutout=cfg['cutout'], aug=cfg['aug_spec'])
     dls.train.drop_last = False  # the seed's 391 steps an epoch: the last, partial batch is trained on too
     mdl = get_model(cfg['model'], cfg['dropout'])
     if not rank:  # rank 0 writes the run folder
@@ -188,7 +192,8 @@ def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr
     learn = seed_learner(dls, mdl, cfg['wd'], cfg['precision'], path=out, label_smoothing=cfg['label_smoothing'])
     aug = dls.train.after_item.fs.filter(lambda t: hasattr(t, 'aug')).map(lambda t: t.aug)
     aug = aug[0] if len(aug) else None
-    info = dict(recipe=cfg['recipe'], label_smoothing=cfg['label_smoothing'], dropout=cfg['dropout'], cutout=cfg['cutout'], params=n_params(learn.model),
+    info = dict(recipe=cfg['recipe'], label_smoothing=cfg['label_smoothing'], dropout=cfg['dropout'], cutout=cfg['cutout'],
+                aug_spec=cfg['aug_spec'], model_version=MODEL_VERSION if not cfg['model'] else None, params=n_params(learn.model),
                 lr=cfg['lr'], bs=cfg['bs'], world_size=ws, effective_bs=cfg['bs']*ws, wd=cfg['wd'], seed=cfg['seed'],
                 device=_device_name(dls.device or 'cpu'), precision=learn.precision, data=dls.source,
                 model=cfg['model'] or 'fastcifar.model:Net', versions=_versions(), command=cfg.get('command') or _command())
@@ -221,12 +226,13 @@ def main(
     model:str=None,       # module or module:callable giving an nn.Module (default: the seed's Net)
     overwrite:bool=False, # replace an existing run in --out
     frac:float=1.0,       # fraction of each split to use (every 1/frac-th image), for quick runs
-    recipe:str='seed',    # seed (faithful) or improved (label smoothing 0.1, wd 5e-4, no dropout, no cutout); same Net and epochs
+    recipe:str='seed',    # seed (faithful; its README's augmentation), seed-albu2 (its calls under albumentations 2.x) or improved (label smoothing 0.1, wd 5e-4, no dropout, no cutout); same Net and epochs
     label_smoothing:float=None, # label smoothing (default: 0; improved 0.1)
     dropout:float=None,   # dropout after each BN'd conv of the Net (default: the seed's 0.05; improved 0)
-    cutout:int=None,      # side in pixels of the one square cutout hole, 0 for none (default: the seed's 16; improved 0)
+    cutout:int=None,      # one square cutout hole of this side in pixels, 0 for none (default: the augmentation's own: seed one 16x16, seed-albu2 1-2 of 3-6 px; improved 0)
+    aug_spec:str=None,    # readme or albu2: the seed's augmentation as its README says, or as albumentations 2.x ran its calls (default: the recipe's)
 ):
     "Train the seed's CIFAR-10 recipe with fastai and write history, curves, confusion matrix, results and model.pkl."
     try: train(data, out, epochs, bs, lr, wd, seed, precision, workers, resume, model, overwrite, frac, recipe, label_smoothing,
-               dropout, cutout)
+               dropout, cutout, aug_spec)
     except (TrainError, DataError, NonFiniteLoss) as e: sys.exit(f'fastcifar.train: error: {e}')

@@ -1,5 +1,6 @@
 import numpy as np, pytest, torch, albumentations as A
-from fastcifar.data import (STATS, MEAN_FILL, AlbumentationsTransform, GetImage, cifar_dls, cifar_items, seed_augs)
+from fastcifar.data import (STATS, MEAN_FILL, AUGS, AlbumentationsTransform, GetImage, aug_spec, albumentations_pipeline,
+                           cifar_dls, cifar_items, seed_augs)
 from fastcifar.sources import CLASSES, load_cifar
 from fastcifar.synthetic import synthetic_arrays
 
@@ -105,3 +106,39 @@ def test_real_data_smoke(shared_data):
     dls = cifar_dls(shared_data, bs=128)
     assert (len(dls.train_ds), len(dls.valid_ds)) == (50_000, 10_000)
     assert len(dls.train) == 390 and list(dls.vocab) == list(CLASSES)
+
+def _seeded(aug, seed):
+    aug.set_random_state(np.random.default_rng(seed), __import__('random').Random(seed)); return aug
+
+def test_albu2_is_the_seeds_calls_under_albumentations_2():
+    # the seed's 1.x-style calls, run by the installed albumentations 2.x: its keywords for CoarseDropout are ignored
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter('ignore')
+        calls = A.Compose([A.HorizontalFlip(p=0.5), A.ShiftScaleRotate(shift_limit=0.0625, scale_limit=0.1, rotate_limit=7, p=0.5),
+                           A.CoarseDropout(max_holes=1, max_height=16, max_width=16, min_holes=1, min_height=16, min_width=16,
+                                           fill_value=MEAN_FILL, p=0.5)])
+    ours = albumentations_pipeline(aug_spec('albu2'))
+    x, *_ = synthetic_arrays(10, 1)
+    a, b = _seeded(calls, 7), _seeded(ours, 7)
+    for img in list(x)*4: assert np.array_equal(a(image=img)['image'], b(image=img)['image'])
+
+def test_albu2_holes_border_and_scales():
+    spec = aug_spec('albu2')
+    assert (spec['holes'], spec['hole'], spec['fill'], spec['border'], spec['same_scale']) == ((1, 2), (0.1, 0.2), 0, 'constant', False)
+    cut = _seeded(A.Compose([albumentations_pipeline({**spec, 'flip': 0, 'affine': 0, 'cutout': 1.}).transforms[2]]), 0)
+    img, counts, sides = np.full((32, 32, 3), 200, np.uint8), [], set()
+    for _ in range(400):
+        holes = cut.transforms[0].get_params_dependent_on_data({'shape': img.shape}, {'image': img})['holes']
+        counts.append(len(holes)); sides |= {int(h) for h in holes[:, 2] - holes[:, 0]} | {int(h) for h in holes[:, 3] - holes[:, 1]}
+        out = cut(image=img)['image']
+        assert set(np.unique(out)) <= {0, 200} and 9 <= (out == 0).all(-1).sum() <= 2*36
+    assert set(counts) == {1, 2} and abs(np.mean(counts) - 1.5) < 0.1 and sides == {3, 4, 5, 6}
+    aff = albumentations_pipeline(spec).transforms[1]
+    assert aff.border_mode == 0 and not aff.keep_ratio and aff.rotate == (-7, 7) and aff.scale['x'] == aff.scale['y'] == (0.9, 1.1)
+
+def test_cutout_flag_overrides_either_augmentation():
+    for aug in AUGS:
+        assert aug_spec(aug, 8)['hole'] == (8, 8) and aug_spec(aug, 8)['holes'] == (1, 1) and aug_spec(aug, 0)['cutout'] == 0
+        assert aug_spec(aug, 8)['fill'] == AUGS[aug]['fill']
+    with pytest.raises(ValueError, match='unknown'): aug_spec('albu1')

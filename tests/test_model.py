@@ -26,9 +26,10 @@ def test_layer_params_match_modules():
     mods = [l for blk in m for l in blk]
     assert [sum(p.numel() for p in l.parameters()) for l in mods] == [r['params'] for r in layer_table()]
     assert sum(isinstance(x, torch.nn.BatchNorm2d) for x in m.modules()) == sum(r['bn'] for r in layer_table())
-    assert sum(isinstance(x, torch.nn.Dropout) and x.p == 0.05 for x in m.modules()) == sum(r['bn'] for r in layer_table())
+    assert sum(isinstance(x, torch.nn.Dropout) and x.p == 0.05 for x in m.modules()) == sum('drop' in r['after'] for r in layer_table()) == 8
+    assert [type(x).__name__ for x in m.c2.dw] == ['Conv2d', 'BatchNorm2d', 'ReLU']  # the separable pair's dropout is after pw
     m0 = Net(dropout=0.)  # the improved recipe's Net: same parameters, no dropout
-    assert n_params(m0) == 193_280 and [x.p for x in m0.modules() if isinstance(x, torch.nn.Dropout)] == [0.]*9
+    assert n_params(m0) == 193_280 and [x.p for x in m0.modules() if isinstance(x, torch.nn.Dropout)] == [0.]*8
     dw = m.c2.dw[0]
     assert dw.groups == 32 and dw.padding == (1, 1) and m.c1.dilated[0].dilation == (2, 2) and m.c3.strided[0].stride == (2, 2)
 
@@ -78,3 +79,12 @@ def test_dropout_gradient_is_the_mask_and_eval_is_identity():
     xb = torch.rand(8, 8, 10, 10).bfloat16() + 0.5
     yb = Dropout(0.05).train()(xb)
     assert yb.dtype == torch.bfloat16 and torch.equal(yb[yb != 0], xb[yb != 0]*torch.tensor(1/0.95, dtype=torch.bfloat16))
+
+def test_torchsummary_prints_the_seeds_figures(capsys):
+    # the seed printed its model with the torchsummary package: parameters and activation memory pin the layout
+    torchsummary = pytest.importorskip('torchsummary', reason='torchsummary is in the dev extra')
+    torchsummary.summary(Net(), (3, 32, 32), device='cpu')
+    out = capsys.readouterr().out
+    for line in ('Total params: 193,280', 'Non-trainable params: 0', 'Input size (MB): 0.01',
+                 'Forward/backward pass size (MB): 6.49', 'Params size (MB): 0.74', 'Estimated Total Size (MB): 7.24'):
+        assert line in out, line

@@ -106,20 +106,21 @@ def _augs(learn): return [type(t).__name__ for t in learn.dls.train.after_item.f
 def test_seed_recipe_is_the_default(run2):
     out, learn = run2
     res = json.loads((out/'results.json').read_text())
-    assert (res['recipe'], res['wd'], res['label_smoothing'], res['dropout'], res['cutout']) == ('seed', 1e-4, 0., 0.05, 16)
-    assert _dropouts(learn.model) == [0.05]*9 and type(learn.loss_func).__name__ == 'CrossEntropyLossFlat'
+    assert (res['recipe'], res['wd'], res['label_smoothing'], res['dropout'], res['cutout'], res['aug_spec']) == ('seed', 1e-4, 0., 0.05, None, 'readme')
+    assert res['model_version'] == 2 and _augs(learn) == ['HorizontalFlip', 'Affine', 'CoarseDropout']
+    assert _dropouts(learn.model) == [0.05]*8 and type(learn.loss_func).__name__ == 'CrossEntropyLossFlat'
 
 def test_improved_recipe_sets_its_choices_and_flags_win(tiny_tgz, tmp_path):
     learn = train(tiny_tgz, tmp_path/'imp', epochs=1, bs=32, recipe='improved', show=False)
     res = json.loads((tmp_path/'imp'/'results.json').read_text())
     assert (res['recipe'], res['wd'], res['label_smoothing'], res['dropout']) == ('improved', 5e-4, 0.1, 0.)
     assert res['params'] == 193_280 and res['epochs'] == 1  # same Net, same parameters
-    assert _dropouts(learn.model) == [0.]*9 and learn.loss_func.eps == 0.1
+    assert _dropouts(learn.model) == [0.]*8 and learn.loss_func.eps == 0.1
     assert all(g['weight_decay'] == 5e-4 for g in learn.opt.opt.param_groups)
-    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, dropout=0., cutout=0)
+    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, dropout=0., aug_spec='readme', cutout=0)
     assert res['cutout'] == 0 and _augs(learn) == ['HorizontalFlip', 'Affine']  # no cutout hole
     learn = train(tiny_tgz, tmp_path/'imp2', epochs=1, bs=32, recipe='improved', wd=1e-4, dropout=0.2, cutout=16, show=False)
-    assert all(g['weight_decay'] == 1e-4 for g in learn.opt.opt.param_groups) and _dropouts(learn.model) == [0.2]*9
+    assert all(g['weight_decay'] == 1e-4 for g in learn.opt.opt.param_groups) and _dropouts(learn.model) == [0.2]*8
     assert _augs(learn) == ['HorizontalFlip', 'Affine', 'CoarseDropout']
     assert json.loads((tmp_path/'imp2'/'results.json').read_text())['cutout'] == 16
 
