@@ -39,7 +39,7 @@ def main(data:str='../shared/data/cifar10.tgz', # CIFAR-10 source
     "Time the compute bound, the data pipeline alone and real epochs on this machine; print and save."
     prec = pick_precision(precision, 'cpu')
     bound = compute_bound('cpu', prec, True, steps=20)
-    dls = cifar_dls(data, bs=128, seed=42); dls.train.drop_last = False
+    dls = cifar_dls(data, bs=128, seed=42)
     pipe = [data_epoch(dls) for _ in range(2)]
     epochs = []
     for r in range(repeats):

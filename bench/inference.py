@@ -9,8 +9,9 @@ start-up for one image (subprocess wall time), for the .pkl and the weights-only
 import json, os, platform, shutil, statistics, subprocess, sys, tempfile, time, numpy as np, torch
 from pathlib import Path
 from fastcore.script import call_parse
-from fastcifar.sources import DataError, load_cifar, _extract, _find
-from fastcifar.predict import export_safe, image_files, load_model
+from fastcifar.sources import DataError, load_cifar, extract, find_cifar
+from fastcifar.predict import image_files, load_model
+from fastcifar.export import export_safe
 
 def summarise(xs):
     return dict(median=statistics.median(xs), min=min(xs), max=max(xs), n=len(xs), all=[round(x, 4) for x in xs])
@@ -18,7 +19,7 @@ def summarise(xs):
 def test_folder(data):
     "The extracted test/ folder of `data` (a folder in fastai's layout or a .tgz of it), or None for the pickles"
     p = Path(data).expanduser().resolve()
-    kind, d = _find(_extract(p) if p.is_file() else p)
+    kind, d = find_cifar(extract(p) if p.is_file() else p)
     return d/'test' if kind == 'folder' else None
 
 def _timed(f):

@@ -19,7 +19,7 @@ def main(data:str='../shared/data/cifar10.tgz', # CIFAR-10 source
         for s in map(int, seeds.split(',')):
             with tempfile.TemporaryDirectory() as d:
                 t = time.perf_counter()
-                train(data, Path(d)/'r', epochs=epochs, frac=frac, seed=s, precision=prec, show=False)
+                train(data, Path(d)/'r', epochs=epochs, frac=frac, random_seed=s, precision=prec, show=False)
                 r = json.loads((Path(d)/'r'/'results.json').read_text())
                 runs.append(dict(precision=prec, seed=s, final_test_accuracy=r['final_test_accuracy'],
                                  seconds_per_epoch=r['seconds_per_epoch'], wall_s=time.perf_counter() - t))

@@ -1,12 +1,15 @@
-"""fastai callbacks of a training run: CPU bf16 autocast, history, checkpoints, plots, results, export."""
+"""fastai callbacks of a training run: CPU bf16 autocast, history, checkpoints, plots, results."""
 import json, random, time, numpy as np, torch
+from fastcore.foundation import L
 from contextlib import nullcontext
 from fastai.callback.core import Callback
 from fastai.interpret import ClassificationInterpretation
 from fastai.learner import SkipToEpoch
 from fastai.torch_core import rank_distrib
-from .sources import atomic_write
-from .distributed import all_ranks, gather, sum_ranks, unwrap, unwrap_dl
+from fastai.learner import Recorder
+from .files import atomic_write
+from .model import bare_model
+from .distributed import all_ranks, gather, sum_ranks, unwrap_dl
 
 __all__ = ['NonFiniteLoss', 'CPUAutocast', 'History', 'Checkpoint', 'RunArtefacts',
            'rng_state', 'set_rng_state', 'plot_curves', 'HISTORY_COLS']
@@ -14,7 +17,7 @@ __all__ = ['NonFiniteLoss', 'CPUAutocast', 'History', 'Checkpoint', 'RunArtefact
 HISTORY_COLS = ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy', 'seconds')
 
 class NonFiniteLoss(RuntimeError):
-    "The training loss became NaN or infinite."
+    "The run diverged: a loss or the final weights became NaN or infinite."
 
 class CPUAutocast(Callback):
     "bf16 autocast on the CPU (fastai's `MixedPrecision` is CUDA-only); no grad scaler is needed for bf16."
@@ -36,25 +39,28 @@ class EpochCallback(Callback):
 
 class History(EpochCallback):
     "One row an epoch (the seed's table): mean train loss, train accuracy, test loss and accuracy, seconds."
-    order, check_every = 65, 25  # after Recorder (50); look for NaN/inf every `check_every` batches
+    # counts its own train loss and accuracy (the Recorder's test loss and accuracy), as the seed's table has them
+    order, run_after, check_every = 65, Recorder, 25  # look for NaN/inf every `check_every` batches
     def __init__(self, fname='history.csv', rows=None): self.fname, self.rows = fname, list(rows or [])
-    def before_train(self): super().before_train(); self.t0, self.tot, self.n = time.perf_counter(), 0., 0
+    def before_train(self): super().before_train(); self.t0, self.tot, self.hits, self.n = time.perf_counter(), 0., 0, 0
     def after_batch(self):
         if not self.training: return
-        bs = self.yb[0].shape[0]
-        self.tot, self.n = self.tot + self.learn.loss.detach().float()*bs, self.n + bs
+        y = self.yb[0]
+        self.tot, self.n = self.tot + self.learn.loss.detach().float()*y.shape[0], self.n + y.shape[0]
+        self.hits = self.hits + (self.pred.detach().argmax(-1) == y).sum()
         if self.iter % self.check_every == 0: self._check()
-    def _check(self):
+    def _check(self, what='train loss', x=None):
         # one host sync every `check_every` batches, not one a batch; every rank stops at the same batch
-        if not torch.isfinite(torch.as_tensor(sum_ranks(self.tot)[0])):
-            raise NonFiniteLoss(f'training stopped: the loss became NaN or infinite in epoch {self.epoch+1}; '
-                                f'the last good checkpoint is kept; try a lower --lr or --precision fp32')
+        if not torch.isfinite(torch.as_tensor(sum_ranks(self.tot)[0] if x is None else x)):
+            raise NonFiniteLoss(f'training stopped: the {what} became NaN or infinite in epoch {self.epoch+1}; '
+                                f'the last good checkpoint is kept; a lower learning rate or fp32 may help')
     def epoch_done(self):
         self._check()
-        rec, (tot, n) = dict(zip(self.recorder.metric_names, self.recorder.log)), sum_ranks(self.tot, self.n)
+        rec, (tot, hits, n) = dict(zip(self.recorder.metric_names, self.recorder.log)), sum_ranks(self.tot, self.hits, self.n)
+        self._check('test loss', float(rec['valid_loss']))
         self.rows.append(dict(epoch=self.epoch, train_loss=float(tot/max(n, 1)),
-                              train_accuracy=float(rec['train_accuracy']), test_loss=float(rec['valid_loss']),
-                              test_accuracy=float(rec['valid_accuracy']), seconds=time.perf_counter()-self.t0))
+                              train_accuracy=float(hits/max(n, 1)), test_loss=float(rec['valid_loss']),
+                              test_accuracy=float(rec.get('valid_accuracy', rec.get('accuracy'))), seconds=time.perf_counter()-self.t0))
         if not rank_distrib(): self.save(self.path/self.fname)
     def save(self, path):
         lines = [','.join(HISTORY_COLS)] + [','.join(f'{r[c]:.6g}' if isinstance(r[c], float) else str(r[c] + 1)
@@ -63,18 +69,30 @@ class History(EpochCallback):
 
 def rng_state(learn, aug=None):
     "Every random state a run consumes: torch, numpy, python, the DataLoaders' and the augmentation's."
-    st = dict(torch=torch.get_rng_state(), numpy=np.random.get_state(), python=random.getstate(),
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()  # numpy's array as a tensor: the checkpoint holds no pickled objects
+    st = dict(torch=torch.get_rng_state(), numpy=(kind, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, gauss), python=random.getstate(),
               dls=[unwrap_dl(dl).rng.getstate() for dl in learn.dls.loaders])
     if torch.cuda.is_available(): st['cuda'] = torch.cuda.get_rng_state_all()
-    if aug is not None: st['aug'] = (aug.random_generator.bit_generator.state, aug.py_random.getstate())
+    if aug is not None: st['aug'] = aug.state() if hasattr(aug, 'state') else (aug.random_generator.bit_generator.state, aug.py_random.getstate())
     return st
 
 def set_rng_state(learn, st, aug=None):
-    torch.set_rng_state(st['torch']); np.random.set_state(st['numpy']); random.setstate(st['python'])
+    kind, keys, *rest = st['numpy']
+    torch.set_rng_state(st['torch']); np.random.set_state((kind, np.asarray(keys, dtype=np.uint32), *rest)); random.setstate(st['python'])
     for dl, s in zip(learn.dls.loaders, st['dls']): dl.rng.setstate(s)
     if 'cuda' in st and torch.cuda.is_available(): torch.cuda.set_rng_state_all(st['cuda'])
     if aug is not None and 'aug' in st:
+        if hasattr(aug, 'set_state'): aug.set_state(st['aug']); return  # fastcifar's BatchAug
         aug.random_generator.bit_generator.state = st['aug'][0]; aug.py_random.setstate(st['aug'][1])
+
+def _plain(o):
+    "`o` with numpy scalars as Python numbers: a checkpoint of tensors and plain data loads with `weights_only=True`."
+    # fastai's schedulers leave numpy floats in the optimizer's param groups
+    if isinstance(o, np.generic): return o.item()
+    if isinstance(o, dict): return {k: _plain(v) for k, v in o.items()}
+    if isinstance(o, tuple): return tuple(_plain(v) for v in o)
+    if isinstance(o, (list, L)): return [_plain(v) for v in o]  # fastai's own optimizers keep fastcore `L`s
+    return o
 
 class Checkpoint(EpochCallback):
     "After every epoch, atomically save model, optimizer, epoch, random states and history to `fname`."
@@ -83,10 +101,10 @@ class Checkpoint(EpochCallback):
     def epoch_done(self):
         rngs = all_ranks(rng_state(self.learn, self.aug))  # each rank's own streams, to resume on as many ranks
         if rank_distrib(): return
-        state = dict(model=unwrap(self.model).state_dict(), opt=self.opt.state_dict(), epoch=self.epoch,
+        state = dict(model=bare_model(self.model).state_dict(), opt=self.opt.state_dict(), epoch=self.epoch,
                      n_epoch=self.n_epoch, rng=rngs[0], history=self.history.rows, config=self.config)
         if len(rngs) > 1: state['rng_ranks'] = rngs
-        atomic_write(self.path/self.fname, lambda p: torch.save(state, p))
+        atomic_write(self.path/self.fname, lambda p: torch.save(_plain(state), p))
 
 def plot_curves(rows, fname):
     "Loss and accuracy, train and test, over epochs, from the history rows."
@@ -105,10 +123,13 @@ class _Confusion(ClassificationInterpretation):
     def confusion_matrix(self): return self.cm.copy()
 
 class RunArtefacts(EpochCallback):
-    "Curves every epoch; at the end the confusion matrix, `results.json` and the exported Learner."
+    "Curves every epoch; at the end the confusion matrix and `results.json` (with `info`), for finite weights only."
     order = 80
-    def __init__(self, info=None, export_fn=None): self.info, self.export_fn, self.cm = info or {}, export_fn, None
+    def __init__(self, info=None): self.info, self.cm = info or {}, None
     def before_validate(self): self.cm, self.tta_hits = None, 0
+    def after_pred(self):
+        # the mirror image through the model in the batch's own precision (an autocast callback is still active here)
+        if not self.training and self.epoch == self.n_epoch - 1: self.flip_pred = self.model(self.xb[0].flip(-1)).float()
     def after_batch(self):
         if self.training: return
         c, y = len(self.dls.vocab), gather(self.learn, self.yb[0].flatten())  # the whole batch, over every rank
@@ -117,11 +138,7 @@ class RunArtefacts(EpochCallback):
         if self.epoch == self.n_epoch - 1: self.tta_hits += (gather(self.learn, self.flip_tta()) == y).sum()
     def flip_tta(self):
         "Class predicted from the mean of the image's and its mirror's softmax (flips only: no training augmentation)."
-        x, dev = self.xb[0], self.xb[0].device.type
-        prec = getattr(self.learn, 'precision', 'fp32')
-        with torch.autocast(dev, dtype=torch.float16 if prec == 'fp16' else torch.bfloat16, enabled=prec != 'fp32'):
-            flipped = self.model(x.flip(-1)).float()
-        return (self.pred.float().softmax(-1) + flipped.softmax(-1)).argmax(-1)
+        return (self.pred.float().softmax(-1) + self.flip_pred.softmax(-1)).argmax(-1)
     def epoch_done(self):
         if not rank_distrib(): plot_curves(self.history.rows, self.path/'curves.png')
     def after_fit(self):
@@ -130,15 +147,17 @@ class RunArtefacts(EpochCallback):
         if self.cm is None:  # resumed after the last epoch: count it once more (on every rank), without the
             with self.learn.removed_cbs(self.learn.cbs.filter(lambda c: isinstance(c, SkipToEpoch))): self.learn.validate()
             # resume's SkipToEpoch, which would cancel that validation as a skipped epoch
+        bad = [k for k, v in self.model.state_dict().items() if v.is_floating_point() and not torch.isfinite(v).all()]
+        if bad: raise NonFiniteLoss(f'training ended with NaN or infinite weights ({bad[0]}, ...); no results or model written; a lower learning rate may help')
         if rank_distrib(): return  # rank 0 writes the run folder
         self.confusion_matrix()
         accs, n_test = [r['test_accuracy'] for r in rows], int(self.cm.sum())
         res = dict(final_test_accuracy=accs[-1], final_test_accuracy_flip_tta=float(self.tta_hits)/n_test, best_test_accuracy=max(accs), best_epoch=accs.index(max(accs))+1,
                    final_train_accuracy=rows[-1]['train_accuracy'], epochs=len(rows),
                    train_seconds=sum(r['seconds'] for r in rows),
-                   seconds_per_epoch=sum(r['seconds'] for r in rows)/len(rows), **self.info)
+                   seconds_per_epoch=sum(r['seconds'] for r in rows)/len(rows))
+        res.update((k, v) for k, v in self.info.items() if k not in res)
         atomic_write(self.path/'results.json', lambda p: p.write_text(json.dumps(res, indent=2) + '\n'))
-        if self.export_fn: self.export_fn(self.learn)
     def confusion_matrix(self):
         import matplotlib.pyplot as plt
         c = len(self.dls.vocab)

@@ -1,9 +1,10 @@
-"""CIFAR-10 as fastai DataLoaders: a DataBlock with the seed's albumentations augmentation."""
+"""CIFAR-10 as fastai DataLoaders: a DataBlock with the seed's augmentation, run by albumentations per item or per batch."""
 import cv2, os, random, numpy as np, albumentations as A
 import torch
 from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ItemTransform, IndexSplitter,
                                IntToFloatTensor, Normalize, TensorImage)
-from .sources import CLASSES, load_cifar
+from .sources import CLASSES, DataError, load_cifar
+from .augment import batch_augs
 
 __all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'AUGS', 'aug_spec', 'albumentations_pipeline', 'GetImage', 'GetLabel', 'seed_augs', 'AlbumentationsTransform', 'cifar_items',
            'cifar_block', 'cifar_dls']
@@ -97,28 +98,48 @@ class AlbumentationsTransform(_Direct, ItemTransform):
         self.aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
+def _subset(y, frac, split, seed=0):
+    "Sorted indices of a class-balanced `frac` of labels `y`: round(frac*n) images of each class, drawn with `seed`."
+    if frac >= 1: return np.arange(len(y))
+    rng, keep = np.random.default_rng(seed), []
+    for c in np.unique(y):
+        idx = np.flatnonzero(y == c)
+        k = round(frac*len(idx))
+        if k < 1: raise DataError(f'--frac {frac} keeps no {split} image of class {CLASSES[c]} ({len(idx)} images); use a larger --frac')
+        keep.append(rng.choice(idx, k, replace=False))
+    return np.sort(np.concatenate(keep))
+
 def cifar_items(data, frac=1.0):
-    "(image array, class name) items of a `Cifar`, train then test, and the test indices; `frac` keeps every 1/frac-th."
-    step = max(1, round(1/frac))
-    tr = [(x, data.classes[y]) for x, y in zip(data.x_train[::step], data.y_train[::step])]
-    te = [(x, data.classes[y]) for x, y in zip(data.x_test[::step], data.y_test[::step])]
+    "(image array, class name) items of a `Cifar`, train then test, and the test indices; `frac` of each class (seeded)."
+    # the subset's seed is fixed: runs with different random seeds train on the same images
+    tr, te = _subset(data.y_train, frac, 'training'), _subset(data.y_test, frac, 'test')
+    tr = [(data.x_train[i], data.classes[data.y_train[i]]) for i in tr]
+    te = [(data.x_test[i], data.classes[data.y_test[i]]) for i in te]
     return tr + te, range(len(tr), len(tr)+len(te))
 
-def cifar_block(valid_idx, augment=True, seed=None, cutout=None, aug='readme'):
+_EXECUTORS = ('albumentations', 'batch')
+
+def cifar_block(valid_idx, augment=True, seed=None, cutout=None, aug='readme', executor='albumentations'):
     "The DataBlock: decoded images and class names, the test set as validation, augmentation on train only."
+    # executor: 'albumentations' runs the augmentation per item on uint8 arrays (CPU, in the workers); 'batch' runs
+    # it per batch on the batch's device (`augment.BatchAug`), on the [0,1] floats before Normalize
+    if executor not in _EXECUTORS: raise ValueError(f"executor {executor!r}: unknown; choose {' or '.join(_EXECUTORS)}")
+    spec = aug_spec(aug, cutout) if augment and aug is not None else None
+    item = [AlbumentationsTransform(albumentations_pipeline(spec, seed))] if spec and executor == 'albumentations' else []
+    batch = [batch_augs(spec, seed)] if spec and executor == 'batch' else []
     # Items are decoded arrays: one cheap transform makes the tensor, no PIL round trip per item and epoch
     images = TransformBlock(batch_tfms=IntToFloatTensor)
     images.item_tfms = []  # GetImage already gives tensors: no per-item ToTensor
     return DataBlock(blocks=(images, CategoryBlock(vocab=list(CLASSES))),
                      get_x=GetImage(), get_y=GetLabel(), splitter=IndexSplitter(valid_idx),
-                     item_tfms=[AlbumentationsTransform(albumentations_pipeline(aug_spec(aug, cutout), seed))] if augment else [],
-                     batch_tfms=[Normalize.from_stats(*STATS)])
+                     item_tfms=item, batch_tfms=batch + [Normalize.from_stats(*STATS)])
 
 def cifar_dls(source=None, bs=128, workers=0, augment=True, frac=1.0, seed=None, device=None, data=None, cutout=None,
-              aug='readme'):
+              aug='readme', executor='albumentations'):
     "CIFAR-10 `DataLoaders` from any source `load_cifar` takes (or an already loaded `data`)."
     data = data if data is not None else load_cifar(source)
     items, valid_idx = cifar_items(data, frac)
-    dls = cifar_block(valid_idx, augment, seed, cutout, aug).dataloaders(items, bs=bs, num_workers=workers, device=device)
+    dls = cifar_block(valid_idx, augment, seed, cutout, aug, executor).dataloaders(items, bs=bs, num_workers=workers, device=device)
+    dls.train.drop_last = False  # the seed's 391 steps an epoch: the last, partial batch is trained on too
     dls.source = data.source
     return dls

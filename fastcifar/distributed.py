@@ -1,11 +1,10 @@
 """Data-parallel training on several processes (GPUs, or CPU cores) with fastai's `distrib_ctx`: `accelerate launch`."""
 import os, torch, torch.distributed as dist
 from contextlib import contextmanager
-from torch.nn.parallel import DistributedDataParallel
 from fastai.torch_core import rank_distrib, num_distrib, default_device
 
-__all__ = ['world_size', 'setup', 'barrier', 'rank0_first', 'from_rank0', 'sum_ranks', 'all_ranks', 'gather', 'unwrap',
-           'unwrap_dl', 'distrib_cbs', 'data_parallel', 'dump_rank']
+__all__ = ['world_size', 'setup', 'barrier', 'rank0_first', 'from_rank0', 'sum_ranks', 'all_ranks', 'gather', 'unwrap_dl',
+           'data_parallel']
 
 def world_size():
     "Processes training together: `WORLD_SIZE` as `accelerate launch`/torchrun set it, else 1."
@@ -67,21 +66,11 @@ def gather(learn, x):
     from fastai.distributed import DistributedDL
     return learn.dl.to_detach(x, cpu=False) if isinstance(learn.dl, DistributedDL) else x
 
-def unwrap(model):
-    "The model inside `DistributedDataParallel` (its `state_dict` keys lack the 'module.' prefix)."
-    return model.module if isinstance(model, DistributedDataParallel) else model
-
 def unwrap_dl(dl):
     "The DataLoader inside fastai's `DistributedDL` (which has no `rng` of its own)."
     if world_size() == 1: return dl
     from fastai.distributed import DistributedDL
     return dl.dl if isinstance(dl, DistributedDL) else dl
-
-def distrib_cbs():
-    "Types of the callbacks `data_parallel` adds (to leave out of an export: they hold the `Accelerator`)."
-    if world_size() == 1: return ()
-    from fastai.distributed import DistributedTrainer
-    return DistributedTrainer,
 
 @contextmanager
 def data_parallel(learn):
@@ -90,10 +79,3 @@ def data_parallel(learn):
     # No SyncBatchNorm: it runs on GPUs only, fastai leaves it in the trained model, and the seed normalised each batch
     # of `bs` on its own, as every process does here (DDP still gives every rank rank 0's running statistics)
     with learn.distrib_ctx(sync_bn=False): yield learn
-
-def dump_rank(learn, aug=None):
-    "For tests: with env `FASTCIFAR_RANK_DUMP` set, save this rank's final weights, steps and augmentation RNG there."
-    if not (d := os.environ.get('FASTCIFAR_RANK_DUMP')): return
-    r = rank_distrib()
-    torch.save(dict(rank=r, world_size=world_size(), model=unwrap(learn.model).state_dict(), train_iter=learn.train_iter,
-                    aug=None if aug is None else aug.random_generator.bit_generator.state), os.path.join(d, f'rank{r}.pth'))

@@ -3,7 +3,7 @@ import numpy as np, torch
 from collections import OrderedDict
 from torch import nn
 
-__all__ = ['LAYERS', 'MODEL_VERSION', 'DROPOUT', 'Dropout', 'Net', 'layer_table', 'n_params', 'summary', 'markdown_table']
+__all__ = ['LAYERS', 'MODEL_VERSION', 'DROPOUT', 'Dropout', 'Net', 'bare_model', 'layer_table', 'n_params', 'summary', 'markdown_table']
 
 # The seed's layer table: (name, op, nf, ks, stride, pad, dilation, groups, after), `after` the modules that follow
 # the conv: 'bn relu drop' is Conv -> BatchNorm -> ReLU -> Dropout(0.05); '' a plain linear projection.
@@ -79,6 +79,12 @@ class Net(nn.Sequential):
 
     def forward(self, x):  # x: (B,3,32,32) -> (B,10) logits
         return super().forward(x).flatten(1)
+
+def bare_model(m):
+    "The model inside parallel wrappers (DataParallel, DistributedDataParallel) and `torch.compile`'s."
+    while isinstance(m, (nn.DataParallel, nn.parallel.DistributedDataParallel)) or hasattr(m, '_orig_mod'):
+        m = m._orig_mod if hasattr(m, '_orig_mod') else m.module
+    return m
 
 def n_params(model):
     "Number of trainable parameters."

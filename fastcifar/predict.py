@@ -3,38 +3,27 @@
 Two model formats, picked by the file's suffix:
 - `model.pkl`: fastai's `learn.export`. `load_learner` unpickles it, and unpickling runs code from the file:
   load only files you trust.
-- `model.safetensors` + `model.json` (`export_safe`): the Net's weights and what rebuilds it and its preprocessing.
+- `model.safetensors` + `model.json` (`fastcifar.export`): the Net's weights and what rebuilds it and its preprocessing.
   Loading them unpickles nothing and imports no fastai (fast start-up); preprocessing is done with PIL/numpy/torch.
 
-Every image is made a 32x32 RGB image as the training data was (`fastcifar.sources.to_rgb32`: any mode converted to
-RGB, any size resized bilinearly), then scaled and normalised as in training: validation transforms, no augmentation.
+Every image is made a 32x32 RGB image as the training data was (`fastcifar.images.to_rgb32`: EXIF orientation
+applied, 16-bit and float images scaled by their range, any mode converted to RGB, any size resized bilinearly), then scaled and normalised as in training: validation transforms, no augmentation.
 """
-import hashlib, importlib, json, os, re, sys, warnings
+import json, os, sys, warnings
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from fastcore.script import call_parse
-from .sources import atomic_write, read_rgb, to_rgb32
+from .images import SIZE, read_rgb, to_rgb32
+from .export import FORMAT, FORMAT_VERSION, ModelError, _short, check_finite, read_safe
 
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'IMAGE_EXTS', 'ModelError', 'Prediction', 'Predictor', 'LearnerPredictor',
-           'SafePredictor', 'read_rgb', 'image_files', 'load_model', 'predict', 'export_safe', 'cli', 'main']
+           'SafePredictor', 'read_rgb', 'image_files', 'load_model', 'predict', 'cli', 'main']
 
-FORMAT, FORMAT_VERSION = 'fastcifar-weights', 1  # `model.json`'s format name and version (bump on incompatible change)
-SIZE = 32  # `to_rgb32`'s size: the Net's input
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.jpe', '.jfif', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm', '.pbm', '.pnm')
-_SPEC = re.compile(r'[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*')
 _CHUNK = 2048  # images decoded and predicted at a time (bounds memory for big folders)
-
-class ModelError(Exception):
-    "A model file that cannot be used: a one-line message naming the problem and the path"
-    def __init__(self, msg): super().__init__(' '.join(str(msg).split()))
-
-def _short(e, n=300):
-    "`e` as one line of at most `n` characters, with its type"
-    s = ' '.join(f'{type(e).__name__}: {e}'.split())
-    return s if len(s) <= n else s[:n-3] + '...'
 
 @dataclass
 class Prediction:
@@ -121,6 +110,7 @@ class Predictor:
         xs = [x for _, x, err in todo if err is None]
         if xs:
             p, i = self.probs(np.stack(xs), tta=tta), 0
+            if not torch.isfinite(p).all(): raise ModelError(f'{self.source} gives NaN or infinite probabilities: its weights are broken; train it again')
             vals, idxs = p.topk(topk, dim=1)
             vals, idxs = vals.tolist(), idxs.tolist()
         for name, x, err in todo:
@@ -176,139 +166,11 @@ class SafePredictor(Predictor):
                 out.append(p.cpu())
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
-# ---------------------------------------------------------------------------------------------------------- saving
-
-def _preprocessing(learn):
-    "(scale, mean, std) of the Learner's batch transforms (IntToFloatTensor's divisor, Normalize's stats)"
-    scale, mean, std = 255., [0., 0., 0.], [1., 1., 1.]
-    for t in getattr(getattr(learn.dls, 'after_batch', None), 'fs', []):
-        name = type(t).__name__
-        if name == 'IntToFloatTensor': scale = float(t.div)
-        if name == 'Normalize' and getattr(t, 'mean', None) is not None:
-            # float32 values written as their shortest decimal (0.4914, not 0.49140000343): the same float32 back;
-            # .cpu(): on a GPU the stats live on the device with the batch
-            mean, std = ([float(np.format_float_positional(o, unique=True)) for o in torch.as_tensor(v).detach().flatten().float().cpu().numpy()]
-                         for v in (t.mean, t.std))
-    return scale, mean, std
-
-def export_safe(learn, path_dir='.', name='model'):
-    "Write `learn`'s weights-only format to `path_dir`: `name.safetensors` (model state_dict) and `name.json`"
-    from safetensors.torch import save
-    m, d = learn.model, Path(path_dir)
-    while isinstance(m, (torch.nn.DataParallel, torch.nn.parallel.DistributedDataParallel)) or hasattr(m, '_orig_mod'):
-        m = m._orig_mod if hasattr(m, '_orig_mod') else m.module  # the bare model of a parallel wrapper or torch.compile
-    cls = type(m)
-    spec = f'{cls.__module__}:{cls.__qualname__}'
-    if not _SPEC.fullmatch(spec) or cls.__module__ == '__main__':
-        raise ModelError(f'cannot export {spec} weights-only: the model class must be importable by name (module:Class)')
-    scale, mean, std = _preprocessing(learn)
-    cfg = dict(format=FORMAT, version=FORMAT_VERSION, model=spec, classes=[str(c) for c in learn.dls.vocab],
-               size=SIZE, mode='RGB', resize='bilinear', scale=scale, mean=mean, std=std)
-    # contiguous CPU copies: channels_last weights and shared storage are not storable as-is
-    sd = {k: v.detach().to('cpu', copy=True).contiguous() for k, v in m.state_dict().items()}
-    data = save(sd, metadata={'fastcifar': json.dumps(cfg)})  # the description rides in the header too
-    full = dict(cfg, weights=f'{name}.safetensors', sha256=hashlib.sha256(data).hexdigest(),
-                params=sum(p.numel() for p in m.parameters()))
-    d.mkdir(parents=True, exist_ok=True)
-    atomic_write(d/f'{name}.safetensors', lambda p: p.write_bytes(data))
-    atomic_write(d/f'{name}.json', lambda p: p.write_text(json.dumps(full, indent=2) + '\n'))
-    return d/f'{name}.safetensors', d/f'{name}.json'
-
 # --------------------------------------------------------------------------------------------------------- loading
 
-def _read_bytes(p, what='model file'):
-    try: return Path(p).read_bytes()
-    except FileNotFoundError: raise ModelError(f'no such {what}: {p}') from None
-    except OSError as e: raise ModelError(f'cannot read {what} {p} ({e.strerror or _short(e)})') from None
-
-def _st_header(data, where):
-    "The JSON header of safetensors bytes `data`, checked (a file that is not safetensors fails here, unparsed)"
-    n = int.from_bytes(data[:8], 'little') if len(data) >= 8 else -1
-    if n < 2 or n > len(data) - 8:
-        raise ModelError(f'not a safetensors file, or truncated: {where} (no valid header; a .pkl/.pt is not weights-only)')
-    try: h = json.loads(data[8:8+n])
-    except (ValueError, UnicodeDecodeError): h = None
-    if not isinstance(h, dict): raise ModelError(f'not a safetensors file, or corrupt: {where} (bad header)')
-    return h
-
-def _check_cfg(cfg, where):
-    "`cfg` if it describes a fastcifar weights-only model, else a ModelError saying what is wrong"
-    bad = lambda why: ModelError(f'not a fastcifar model description: {where} ({why}; export one with fastcifar.predict.export_safe)')
-    if not isinstance(cfg, dict): raise bad(f'holds a JSON {type(cfg).__name__}, not an object')
-    if cfg.get('format') != FORMAT: raise bad(f'format is {cfg.get("format")!r}, not {FORMAT!r}')
-    v = cfg.get('version')
-    if not isinstance(v, int) or v < 1: raise bad(f'bad version {v!r}')
-    if v > FORMAT_VERSION:
-        raise ModelError(f'{where} is format version {v}, newer than this fastcifar reads ({FORMAT_VERSION}); upgrade fastcifar')
-    cl = cfg.get('classes')
-    if not isinstance(cl, list) or len(cl) < 2 or not all(isinstance(c, str) for c in cl) or len(set(cl)) != len(cl):
-        raise bad('"classes" must be a list of two or more distinct names')
-    for k in ('mean', 'std'):
-        o = cfg.get(k)
-        if not isinstance(o, list) or len(o) != 3 or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in o):
-            raise bad(f'"{k}" must be a list of 3 numbers (one per RGB channel)')
-    if not all(x > 0 for x in cfg['std']): raise bad('"std" must be positive')
-    if not isinstance(cfg.get('size'), int) or not 1 <= cfg['size'] <= 4096: raise bad('"size" must be a positive integer')
-    if not isinstance(cfg.get('scale', 255.), (int, float)) or not cfg.get('scale', 255.) > 0: raise bad('"scale" must be positive')
-    if not isinstance(cfg.get('model'), str): raise bad('"model" must be a module:Class string')
-    return cfg
-
-def _build(spec, where, allow_module=False):
-    "A fresh model of the class named by `spec` ('package.module:Class')"
-    if not _SPEC.fullmatch(spec): raise ModelError(f'bad model spec {spec!r} in {where}: expected package.module:Class')
-    mod, name = spec.split(':')
-    # Importing a module runs its code: a model file must not be able to make us import anything it likes. Only
-    # fastcifar's own modules are imported unless the user vouches for the module with allow_module (--allow-module).
-    if not allow_module and mod != 'fastcifar' and not mod.startswith('fastcifar.'):
-        raise ModelError(f'{where} names the model {spec}, outside the fastcifar package; importing it would run its '
-                         f'code: pass --allow-module (allow_module=True) only if you trust it')
-    try:
-        obj = importlib.import_module(mod)
-        for a in name.split('.'): obj = getattr(obj, a)
-    except Exception as e: raise ModelError(f'cannot import the model {spec} named in {where} ({_short(e)})') from None
-    if not (isinstance(obj, type) and issubclass(obj, torch.nn.Module)):
-        raise ModelError(f'{spec} named in {where} is not an nn.Module class')
-    try: return obj()
-    except Exception as e: raise ModelError(f'cannot build the model {spec} named in {where} ({_short(e)})') from None
-
 def _load_safe(path, allow_module=False, device='cpu', bs=256):
-    "`SafePredictor` of a `.json` (and the weights it names) or a `.safetensors` (its header, else the `.json` beside it)"
-    from safetensors.torch import load as st_load  # parses a header and copies raw tensors: no pickle, no code
-    path = Path(path)
-    if path.suffix.lower() == '.json':
-        try: cfg = json.loads(_read_bytes(path))
-        except (ValueError, UnicodeDecodeError) as e:
-            raise ModelError(f'not a fastcifar model description: {path} (invalid JSON: {e})') from None
-        cfg = _check_cfg(cfg, path)
-        w = cfg.get('weights')
-        if not isinstance(w, str) or not w or Path(w).name != w or w in ('.', '..'):
-            raise ModelError(f'not a fastcifar model description: {path} ("weights" must name a file beside it)')
-        wpath = path.with_name(w)
-        data = _read_bytes(wpath, 'weights file')
-        sha = cfg.get('sha256')
-        if sha is not None and hashlib.sha256(data).hexdigest() != sha:
-            raise ModelError(f'weights {wpath} do not match {path} (sha256 differs): corrupt, or from another export')
-        _st_header(data, f'{wpath} (the weights {path} names)')
-    else:
-        wpath, data = path, _read_bytes(path)
-        meta = _st_header(data, path).get('__metadata__') or {}
-        if 'fastcifar' in meta:
-            try: cfg = json.loads(meta['fastcifar'])
-            except (ValueError, TypeError): cfg = None
-            cfg = _check_cfg(cfg, f'the header of {path}')
-        else:
-            side = path.with_suffix('.json')
-            if not side.exists():
-                raise ModelError(f'no model description for {path}: its header has none and there is no {side.name} beside it')
-            try: cfg = _check_cfg(json.loads(_read_bytes(side)), side)
-            except (ValueError, UnicodeDecodeError) as e:
-                raise ModelError(f'not a fastcifar model description: {side} (invalid JSON: {e})') from None
-    try: sd = st_load(data)
-    except Exception as e: raise ModelError(f'corrupt or truncated weights file: {wpath} ({_short(e)})') from None
-    model = _build(cfg['model'], path, allow_module)
-    try: model.load_state_dict(sd, strict=True)
-    except Exception as e:
-        raise ModelError(f'the weights in {wpath} do not fit {cfg["model"]} ({_short(e, 200)})') from None
+    "`SafePredictor` of the weights-only format (see `fastcifar.export.read_safe`), checked on one blank image"
+    model, cfg = read_safe(path, allow_module)
     pred = SafePredictor(model, cfg['classes'], cfg['mean'], cfg['std'], cfg['size'], cfg.get('scale', 255.),
                          source=path, bs=bs, device=device)
     try:
@@ -317,6 +179,7 @@ def _load_safe(path, allow_module=False, device='cpu', bs=256):
     if tuple(out.shape) != (1, len(cfg['classes'])):
         raise ModelError(f'the model of {path} gives {tuple(out.shape)} outputs for {len(cfg["classes"])} classes')
     return pred
+
 
 def _load_pkl(path, device='cpu', bs=256):
     "`LearnerPredictor` of a fastai export. `load_learner` unpickles: it runs code from the file, so trusted files only"
@@ -332,6 +195,7 @@ def _load_pkl(path, device='cpu', bs=256):
     except Exception as e:
         raise ModelError(f'cannot load {path} as an exported fastai Learner: truncated, corrupt or another kind of file ({_short(e, 160)})') from None
     if not isinstance(learn, Learner): raise ModelError(f'not an exported fastai Learner: {path} holds a {type(learn).__name__}')
+    check_finite(learn.model, path)
     return LearnerPredictor(learn, source=path, bs=bs)
 
 def _is_learner(o): return hasattr(o, 'dls') and hasattr(o, 'get_preds') and hasattr(o, 'model')
@@ -368,11 +232,13 @@ def cli(model, images, topk=1, as_json=False, tta=False, bs=256, allow_module=Fa
     try: pred._check_topk(topk)
     except ValueError as e: fail(f'--{e}'); return 2
     n = bad = 0
-    for p in pred.iter_predict(images, topk=topk, tta=tta):
-        n += 1
-        if not p.ok: bad += 1; fail(p.error)
-        if as_json: print(json.dumps(p.to_dict()), file=out)
-        elif p.ok: print('\t'.join([p.path] + [f'{c}\t{q:.4f}' for c, q in zip(p.classes, p.probs)]), file=out)
+    try:
+        for p in pred.iter_predict(images, topk=topk, tta=tta):
+            n += 1
+            if not p.ok: bad += 1; fail(p.error)
+            if as_json: print(json.dumps(p.to_dict()), file=out)
+            elif p.ok: print('\t'.join([p.path] + [f'{c}\t{q:.4f}' for c, q in zip(p.classes, p.probs)]), file=out)
+    except ModelError as e: out.flush(); fail(e); return 2
     out.flush()
     if bad: fail(f'{bad} of {n} images could not be predicted'); return 1
     return 0

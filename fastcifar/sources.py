@@ -1,14 +1,15 @@
 "Turn any real copy of CIFAR-10 (fastai folder, .tgz, original pickles, `URLs.CIFAR`) into decoded arrays, once, cached"
-__all__ = ['CLASSES', 'DataError', 'Cifar', 'cache_root', 'atomic_write', 'to_rgb32', 'read_rgb', 'load_cifar']
+__all__ = ['CLASSES', 'DataError', 'Cifar', 'cache_root', 'find_cifar', 'extract', 'load_cifar']
 
 import hashlib, os, pickle, re, shutil, socket, tarfile, warnings, zlib
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
+from .images import to_rgb32
 
-# fastai.data.external (URLs, fastai_cfg, untar_data) is imported on first use, not here: `to_rgb32` and `DataError`
-# are used by fastcifar.predict's weights-only path, whose start-up must not pay for importing fastai.
+# fastai.data.external (URLs, fastai_cfg, untar_data) is imported on first use, not here: importing this module
+# stays cheap.
 _LAZY = ('URLs', 'fastai_cfg', 'untar_data')
 
 def __getattr__(name):
@@ -26,7 +27,7 @@ CLASSES = ('airplane','automobile','bird','cat','deer','dog','frog','horse','shi
 _BATCHES = tuple(f'data_batch_{i}' for i in range(1,6)) + ('test_batch',)
 _ARCHIVES = ('.tgz', '.tar.gz', '.tar', '.tar.bz2', '.tbz2', '.tar.xz', '.txz')
 _KEYS = ('x_train', 'y_train', 'x_test', 'y_test')
-_VERSION = 1  # bump when decoding changes, so old cached arrays are not reused
+_VERSION = 2  # bump when decoding changes, so old cached arrays are not reused (2: EXIF orientation, 16-bit/float)
 _NAMES = ' '.join(CLASSES)
 _HELP = 'point at a local copy with --data PATH or FASTCIFAR_DATA (a folder, .tgz or cifar-10-batches-py copy)'
 
@@ -50,28 +51,6 @@ def cache_root():
     e = os.environ.get('FASTCIFAR_CACHE')
     return Path(e).expanduser() if e else _fastai('fastai_cfg')().path('data')/'fastcifar'
 
-def atomic_write(path, write):
-    "Call `write(tmp_path)`, then rename onto `path`, so a kill at any moment leaves the old file or the new one."
-    path = Path(path)
-    tmp = path.with_name(f'.{path.name}.tmp{os.getpid()}')
-    try: write(tmp); os.replace(tmp, path)
-    finally:
-        if tmp.exists(): tmp.unlink()
-
-def read_rgb(src, size=32):
-    "uint8 (size,size,3) RGB array of an image file, PIL image or HWC/HW uint8 array, made as the training data was"
-    if isinstance(src, np.ndarray):
-        if src.dtype == np.uint8 and src.shape == (size, size, 3): return src
-        src = Image.fromarray(src)
-    if isinstance(src, Image.Image): return np.asarray(to_rgb32(src, size))
-    with Image.open(src) as im: return np.asarray(to_rgb32(im, size))
-
-def to_rgb32(im, size=32):
-    "`im` as a `size`x`size` (32x32) RGB PIL image"
-    # Any mode (L, P, RGBA, CMYK, ...) becomes RGB (alpha dropped); any other size is resized (bilinear, not cropped)
-    if im.mode != 'RGB': im = im.convert('RGB')
-    return im if im.size == (size, size) else im.resize((size, size), Image.Resampling.BILINEAR)
-
 def _ls(d):
     "Sorted non-hidden entries of folder `d`"
     with os.scandir(d) as it: return sorted((e for e in it if not e.name.startswith('.')), key=lambda e: e.name)
@@ -82,7 +61,7 @@ def _kind(d):
     if {'train','test'} & names: return 'folder'
     if names & {*_BATCHES, 'batches.meta'}: return 'pickles'
 
-def _find(p, desc=None):
+def find_cifar(p, desc=None):
     "(kind, folder) of the CIFAR-10 copy in `p` or one level down"
     if k := _kind(p): return k, p
     subs = [Path(e.path) for e in _ls(p) if e.is_dir()]
@@ -96,8 +75,8 @@ def _find(p, desc=None):
                     f'the cifar-10-batches-py pickles, or one folder holding either; {_HELP}')
 
 def _folder_files(root):
-    "{'train': (files, labels), 'test': ...} of fastai's folder layout at `root` (checked), and a cheap change stamp"
-    res, n, mt = {}, 0, 0
+    "{'train': (files, labels), 'test': ...} of fastai's folder layout at `root` (checked), and a stamp of every file"
+    res, stamp = {}, hashlib.sha1()
     for split in ('train','test'):
         d = root/split
         if not d.is_dir():
@@ -110,13 +89,14 @@ def _folder_files(root):
             if not (d/c).is_dir(): raise DataError(f'wrong layout: class folder {d/c} is missing; add it or {_HELP}')
             es = _ls(d/c)
             if not es: raise DataError(f'no images in class folder {d/c}; each class needs its images')
-            if bad := next((e for e in es if not e.is_file()), None):
-                raise DataError(f'unexpected folder among the images: {bad.path}; remove it')
+            for e in es:
+                try: st = e.stat()  # follows links: a loop or a dangling link fails here
+                except OSError as err: raise DataError(f'unreadable entry among the images: {e.path} ({err.strerror}); remove it') from None
+                if not e.is_file(): raise DataError(f'unexpected folder among the images: {e.path}; remove it')
+                stamp.update(f'{e.path}\0{st.st_size}\0{st.st_mtime_ns}\n'.encode())
             files += [e.path for e in es]; labels += [i]*len(es)
-            mt = max(mt, (d/c).stat().st_mtime_ns)
         res[split] = files, np.array(labels, np.int64)
-        n, mt = n+len(files), max(mt, d.stat().st_mtime_ns)
-    return res, (n, mt)
+    return res, stamp.hexdigest()
 
 def _read_img(f):
     "uint8 (32,32,3) RGB pixels of image file `f`"
@@ -124,6 +104,8 @@ def _read_img(f):
         with Image.open(f) as im: return np.asarray(to_rgb32(im))
     except UnidentifiedImageError:
         raise DataError(f'not an image file: {f}; only images may sit in the class folders, remove it') from None
+    except Image.DecompressionBombError as e:
+        raise DataError(f'image too large to decode safely: {f} ({e}); remove it or shrink it') from None
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f'unreadable or truncated image: {f} ({e}); replace or remove it') from None
 
@@ -199,10 +181,20 @@ def _clean_parts(dest):
         h,_,pid = p.name[len(dest.name)+7:].rpartition('-')
         if h == host and pid.isdigit() and not _alive(int(pid)): shutil.rmtree(p, ignore_errors=True)
 
-def _extract(arch):
+def _where(p):
+    "A short hash of the resolved path `p`: cache entries of one source share it, so stale ones can be found"
+    return hashlib.sha1(str(Path(p).resolve()).encode()).hexdigest()[:8]
+
+def _drop_stale(folder, prefix, keep):
+    "Remove the cache entries `folder/prefix*` other than `keep`: older versions of the same source"
+    for o in folder.glob(f'{prefix}*'):
+        if o != keep and not o.name.startswith('.'): shutil.rmtree(o, ignore_errors=True) if o.is_dir() else o.unlink(missing_ok=True)
+
+def extract(arch):
     "Folder under `cache_root()` holding archive `arch` extracted, extracting it once, atomically"
     st = arch.stat()
-    dest = cache_root()/'extracted'/f'{_stem(arch)}-{st.st_size}-{st.st_mtime_ns}'
+    prefix = f'{_stem(arch)}-{_where(arch)}-'
+    dest = cache_root()/'extracted'/f'{prefix}{st.st_size}-{st.st_mtime_ns}'
     if dest.is_dir(): return dest
     try: dest.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -222,13 +214,14 @@ def _extract(arch):
         except OSError:
             if not dest.is_dir(): raise  # else another process finished the same extraction first
     finally: shutil.rmtree(tmp, ignore_errors=True)
+    _drop_stale(dest.parent, prefix, dest)  # the archive changed: its earlier extraction is stale
     return dest
 
 def _is_archive(p): return p.name.lower().endswith(_ARCHIVES) or tarfile.is_tarfile(p)
 
 def _decode_archive(arch):
     "Decoded arrays of the CIFAR-10 copy inside archive `arch`"
-    kind, d = _find(_extract(arch), desc=arch)
+    kind, d = find_cifar(extract(arch), desc=arch)
     return _decode_folder(_folder_files(d)[0]) if kind == 'folder' else _decode_pickles(d)
 
 def _load_npz(f):
@@ -248,16 +241,19 @@ def _save_npz(f, arrs):
         with open(tmp, 'wb') as fh: np.savez(fh, **dict(zip(_KEYS, arrs)))
         os.replace(tmp, f)
     except OSError as e:
-        tmp.unlink(missing_ok=True)
+        try: tmp.unlink(missing_ok=True)
+        except OSError: pass  # e.g. the cache path is a file: there is no temp file either
         warnings.warn(f'could not cache decoded CIFAR-10 at {f} ({e}); it will be decoded again next time')
 
 def _cached(key, name, decode):
-    "Arrays of the source identified by `key`: from the `.npz` cache, else `decode()`d and cached"
+    "Arrays of the source identified by `key` (kind, path, stamp of its content): from the `.npz` cache, else decoded"
     h = hashlib.sha1(repr((_VERSION,)+key).encode()).hexdigest()[:16]
-    f = cache_root()/'decoded'/f'{_safe(name)}-{h}.npz'
+    prefix = f'{_safe(name)}-{_where(key[1])}-'
+    f = cache_root()/'decoded'/f'{prefix}{h}.npz'
     if (a := _load_npz(f)) is not None: return a
     a = decode()
     _save_npz(f, a)
+    if f.exists(): _drop_stale(f.parent, prefix, f)  # the source changed: its earlier arrays are stale
     return a
 
 def _download():
@@ -278,7 +274,7 @@ def load_cifar(source=None):
         st = p.stat()
         a = _cached(('archive', str(p.resolve()), st.st_size, st.st_mtime_ns), _stem(p), lambda: _decode_archive(p))
     else:
-        kind, d = _find(p)
+        kind, d = find_cifar(p)
         if kind == 'folder':
             files, stamp = _folder_files(d)
             a = _cached(('folder', str(d.resolve()), stamp), d.name, lambda: _decode_folder(files))

@@ -1,8 +1,10 @@
-"""Train the seed's recipe as a fastai Learner: `python -m fastcifar.train --help`."""
-import importlib, os, platform, shutil, sys, time, torch
+"""Train a recipe (the seed's by default) as a fastai Learner: `python -m fastcifar.train --help`.
+
+`train()` reads top to bottom: settings, run folder, checkpoint, data, learner, callbacks, restore, fit, export.
+"""
+import importlib, os, platform, subprocess, sys, torch
 from pathlib import Path
 from torch import nn
-from fastcore.script import call_parse
 from fastcore.xtras import ContextManagers
 from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
@@ -12,53 +14,39 @@ from fastai.torch_core import set_seed, default_device, rank_distrib
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner)
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.fp16 import MixedPrecision
-from .model import Net, n_params, DROPOUT, MODEL_VERSION
-from .data import cifar_dls, AUGS
+from .model import Net, n_params, MODEL_VERSION
+from .data import cifar_dls
+from .augment import BatchAug
 from .sources import DataError
+from .recipe import SCHEDULE, SETTINGS, RECIPES, RecipeError, resolve, parser, rerun_command
+from .files import RunFolder, RunFolderError, no_space
+from .export import ModelError, export
 from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFiniteLoss, set_rng_state
-from .predict import export_safe
-from .distributed import world_size, setup, barrier, rank0_first, from_rank0, distrib_cbs, data_parallel, dump_rank
+from .distributed import world_size, setup, rank0_first, from_rank0, data_parallel
 
-__all__ = ['SEED', 'RECIPES', 'TrainError', 'seed_opt', 'fit_seed_cycle', 'get_model', 'pick_precision', 'seed_learner',
-           'train', 'main']
-
-# The seed's recipe, each as the seed's PyTorch script set it.
-SEED = dict(
-    epochs=30, bs=128, lr=0.05,  # max LR of the one-cycle schedule
-    wd=1e-4,                     # L2 through the gradient (torch SGD), on every parameter including BN
-    pct_start=0.3, div=25.,      # torch OneCycleLR defaults: warm-up fraction, initial LR = lr/div
-    final_div=1e4,               # torch's final LR = initial LR / final_div (fastai's div_final is lr_max/final)
-    moms=(0.95, 0.85, 0.95),     # momentum cycled inversely to the LR (torch OneCycleLR cycle_momentum)
-)
-
-# What `--recipe` sets where its flag is not given. `improved` is opt-in: same Net, parameters, epochs and schedule.
-RECIPES = dict(
-    seed=dict(label_smoothing=0., wd=SEED['wd'], dropout=DROPOUT, aug_spec='readme', cutout=None),
-    # the seed's calls as albumentations 2.x runs them (1-2 holes of 3-6 px, black; constant borders): see data.AUGS
-    **{'seed-albu2': dict(label_smoothing=0., wd=SEED['wd'], dropout=DROPOUT, aug_spec='albu2', cutout=None)},
-    improved=dict(label_smoothing=0.1,  # soft targets
-                  wd=5e-4,              # stronger L2 (still through the gradient, on every parameter)
-                  dropout=0.,           # the seed's recipe underfits: train accuracy (augmented) stays below test
-                  aug_spec='readme',    # flip and shift-scale-rotate with reflect-101 borders
-                  cutout=0),            # no cutout hole (the seed's: 16x16 pixels); the largest gain measured
-)
+__all__ = ['SCHEDULE', 'SETTINGS', 'RECIPES', 'TrainError', 'Interrupted', 'seed_opt', 'fit_seed_cycle', 'get_model',
+           'pick_precision', 'seed_learner', 'train', 'main']
 
 class TrainError(ValueError):
-    "A bad training argument or run folder: the message is one line saying what to do."
+    "A bad training argument, run folder or checkpoint: the message is one line saying what to do."
 
-def seed_opt(params, lr=SEED['lr'], **kw):
+class Interrupted(TrainError):
+    "The run was stopped by Ctrl-C; its last checkpoint is kept."
+
+def seed_opt(params, lr=0.05, **kw):
     "torch's SGD, as the seed used it: L2 weight decay added to the gradient of every parameter."
     # fastai's own SGD decouples weight decay and skips BN/bias, which is not the seed's recipe
-    return OptimWrapper(params, opt=torch.optim.SGD, lr=lr, momentum=0.9, **kw)
+    return OptimWrapper(params, opt=torch.optim.SGD, lr=lr, momentum=SCHEDULE['momentum'], **kw)
 
-def fit_seed_cycle(learn, epochs, lr=SEED['lr'], cbs=None, start_epoch=0):
+def fit_seed_cycle(learn, epochs, lr=0.05, cbs=None, start_epoch=0):
     "`fit_one_cycle` with torch `OneCycleLR`'s shape (pct_start 0.3, div 25, final div 1e4, momentum 0.85-0.95)."
-    learn.fit_one_cycle(epochs, lr, div=SEED['div'], div_final=SEED['div']*SEED['final_div'],
-                        pct_start=SEED['pct_start'], moms=SEED['moms'], cbs=cbs, start_epoch=start_epoch)
+    s = SCHEDULE
+    learn.fit_one_cycle(epochs, lr, div=s['div'], div_final=s['div']*s['final_div'], pct_start=s['pct_start'],
+                        moms=s['moms'], cbs=cbs, start_epoch=start_epoch)
 
-def get_model(spec=None, dropout=DROPOUT):
+def get_model(spec=None, dropout=None):
     "An `nn.Module` from 'module' (its `Net`) or 'module:callable'; the seed's `Net` (with `dropout`) by default."
-    if not spec: return Net(dropout)
+    if not spec: return Net() if dropout is None else Net(dropout)
     mod, _, name = spec.partition(':')
     try: obj = getattr(importlib.import_module(mod), name or 'Net')
     except (ImportError, AttributeError) as e: raise TrainError(f'--model {spec}: cannot load it ({e}); give a module or module:callable that returns an nn.Module') from None
@@ -81,12 +69,11 @@ def pick_precision(precision='auto', device=None):
     if precision == 'fp16' and not cuda: raise TrainError('--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32')
     return precision
 
-def seed_learner(dls, model=None, wd=SEED['wd'], precision='auto', path='.', channels_last=True, label_smoothing=0.):
+def seed_learner(dls, model=None, wd=1e-4, precision='auto', path='.', channels_last=True, label_smoothing=0.):
     "The seed's Learner: Net, cross-entropy, accuracy, torch SGD with L2 weight decay, in `precision`."
     loss = LabelSmoothingCrossEntropyFlat(eps=label_smoothing) if label_smoothing else CrossEntropyLossFlat()
     learn = Learner(dls, model if model is not None else Net(), loss_func=loss,
                     metrics=accuracy, opt_func=seed_opt, wd=wd, path=path, model_dir='.')
-    learn.recorder.train_metrics = True  # train accuracy per epoch, as the seed's table has it
     prec = pick_precision(precision, dls.device)
     cuda = torch.device(dls.device or 'cpu').type == 'cuda'
     if channels_last: learn.add_cb(ChannelsLast())
@@ -95,10 +82,22 @@ def seed_learner(dls, model=None, wd=SEED['wd'], precision='auto', path='.', cha
     learn.precision = prec
     return learn
 
+# ------------------------------------------------------------------------------------------------ what a run records
+
 def _versions():
     import fastai, albumentations, fastcore, torchvision
     return dict(python=platform.python_version(), torch=torch.__version__, torchvision=torchvision.__version__,
                 fastai=fastai.__version__, fastcore=fastcore.__version__, albumentations=albumentations.__version__)
+
+def _commit():
+    "The git commit of this code (with '+dirty' if it has changes), or None outside a git checkout."
+    root = Path(__file__).resolve().parents[1]
+    try:
+        git = lambda *a: subprocess.run(['git', *a], cwd=root, capture_output=True, text=True, timeout=10)
+        c = git('rev-parse', 'HEAD')
+        if c.returncode: return None
+        return c.stdout.strip() + ('+dirty' if git('status', '--porcelain', '--untracked-files=no').stdout.strip() else '')
+    except (OSError, subprocess.SubprocessError): return None
 
 def _cpu_name():
     try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
@@ -114,34 +113,85 @@ def _workers(workers, device):
     cores = (os.cpu_count() or 1)//int(os.environ.get('LOCAL_WORLD_SIZE', 1))  # shared by this machine's processes
     return 0 if torch.device(device or 'cpu').type == 'cpu' else min(8, max(1, cores - 1))
 
-_RULES = dict(epochs=(lambda v: v >= 1, '1 or more'), bs=(lambda v: v >= 1, '1 or more'), lr=(lambda v: v > 0, 'above 0'),
-              wd=(lambda v: v >= 0, '0 or more'), workers=(lambda v: v is None or v >= 0, '0 or more'),
-              frac=(lambda v: 0 < v <= 1, 'above 0 and at most 1'),
-              label_smoothing=(lambda v: 0 <= v < 1, '0 or more and below 1'), dropout=(lambda v: 0 <= v < 1, '0 or more and below 1'),
-              cutout=(lambda v: v is None or 0 <= v <= 32, 'from 0 (no cutout) to 32 pixels'),
-              aug_spec=(lambda v: v in AUGS, ' or '.join(AUGS)))
+# ------------------------------------------------------------------------------------------------------ the steps
 
-def _check_args(**kw):
-    for k, v in kw.items():
-        ok, want = _RULES[k]
-        if not ok(v): raise TrainError(f"--{k.replace('_', '-')} {v}: must be {want}")
+_OLD = dict(recipe='seed', label_smoothing=0., dropout=0.05, cutout=16, aug_spec='readme', world_size=1)  # what older checkpoints lack
 
-def _run_folder(out, resume, overwrite):
-    out = Path(out) if out else Path('runs')/from_rank0(time.strftime('%Y%m%d-%H%M%S'))  # one folder for every rank
-    ckpt = out/'checkpoint.pth'
-    if resume:
-        if not ckpt.exists(): raise TrainError(f'--resume: no checkpoint at {ckpt}; start a new run without --resume')
-    elif out.exists() and any(out.iterdir()) and not overwrite:
-        raise TrainError(f'run folder {out} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out')
-    return out, ckpt
+def _settings(kw):
+    "Every setting of the run, checked: given > recipe > default."
+    if kw.get('model') and kw.get('dropout') is not None:
+        raise TrainError(f"--dropout sets fastcifar's Net; set it inside {kw['model']} instead")
+    try: return resolve(**{k: v for k, v in kw.items() if v is not None})
+    except RecipeError as e: raise TrainError(e) from None
 
-_DEFAULTS = dict(recipe='seed', label_smoothing=0., dropout=DROPOUT, cutout=16, aug_spec='readme', world_size=1)  # settings a checkpoint of an older version may lack
+def _open_folder(cfg, rank):
+    "Rank 0 opens (creates, locks, or moves aside) the run folder; every rank gets its path, or the same error."
+    folder, err = None, None
+    if not rank:
+        try: folder = RunFolder(cfg['out'], cfg['resume'], cfg['overwrite'])
+        except RunFolderError as e: err = str(e)
+    path, err = from_rank0((str(folder.path) if folder else None, err))
+    if err: raise TrainError(err)
+    return folder, Path(path)
 
-def _command():
-    "The command line that runs this process, as typed (`python -m fastcifar.train ...`, not this file's path)."
-    argv = list(sys.argv)
-    if argv and Path(argv[0]).resolve() == Path(__file__).resolve(): argv[0:1] = ['python', '-m', 'fastcifar.train']
-    return ' '.join(argv)
+def _load_checkpoint(out):
+    "The checkpoint in run folder `out`, loaded as tensors and plain data only (no code from the file runs)."
+    f = out/'checkpoint.pth'
+    try: ck = torch.load(f, map_location='cpu', weights_only=True)  # a GPU run's resumes on the CPU too
+    except Exception as e:
+        why = ' '.join(str(e).split())[:160]
+        raise TrainError(f'cannot resume from {f}: corrupt, truncated or not a fastcifar checkpoint ({type(e).__name__}: {why}); start the run again with --overwrite') from None
+    if not isinstance(ck, dict) or not {'model', 'opt', 'epoch', 'config', 'history', 'rng'} <= set(ck):
+        raise TrainError(f'cannot resume from {f}: not a fastcifar checkpoint; start the run again with --overwrite')
+    return ck
+
+def _run_config(cfg, ck, ws):
+    "The settings to train with: `cfg`, or on resume the checkpoint's, where only machine settings may change."
+    if ck is None: return dict(cfg, world_size=ws, command=rerun_command(cfg))
+    run = {**_OLD, **ck['config']}
+    if 'seed' in run and 'random_seed' not in run: run['random_seed'] = run.pop('seed')  # older name
+    for s in SETTINGS:
+        given = cfg.get(s.name)
+        if s.machine or given is None or given == s.default or given == run.get(s.name): continue
+        raise TrainError(f"--resume: {s.flag} {given} differs from the run's {run.get(s.name)}; resume without it, or start a new run")
+    if cfg['workers'] is not None: run['workers'] = cfg['workers']  # this machine's setting, not the recipe's
+    if run['world_size'] != ws: raise TrainError(f"--resume: the run trained on {run['world_size']} processes; resume it on as many")
+    return run
+
+def _data(cfg, rank):
+    with rank0_first():  # rank 0 extracts and caches (or downloads) the data once
+        dls = cifar_dls(cfg['data'], bs=cfg['bs'], workers=_workers(cfg['workers'], default_device()), frac=cfg['frac'],
+                        seed=cfg['random_seed'] + rank, cutout=cfg['cutout'], aug=cfg['aug_spec'], executor=cfg['aug'])
+    return dls
+
+def _learner(cfg, dls, out):
+    return seed_learner(dls, get_model(cfg['model'], cfg['dropout']), cfg['wd'], cfg['precision'], path=out,
+                        label_smoothing=cfg['label_smoothing'])
+
+def _aug(dls):
+    "The augmentation of the training DataLoader (its random state is checkpointed): albumentations' or `BatchAug`, or None."
+    augs = [t.aug for t in dls.train.after_item.fs if hasattr(t, 'aug')] + [t for t in dls.train.after_batch.fs if isinstance(t, BatchAug)]
+    return augs[0] if augs else None
+
+def _info(cfg, learn, dls, resumed):
+    "What results.json records beside the figures: every setting, the model, machine, versions, commit, commands."
+    info = {s.name: cfg.get(s.name) for s in SETTINGS if not s.machine}
+    info.update(model=cfg['model'] or 'fastcifar.model:Net', model_version=None if cfg['model'] else MODEL_VERSION,
+                params=n_params(learn.model), world_size=cfg['world_size'], effective_bs=cfg['bs']*cfg['world_size'],
+                device=_device_name(dls.device or 'cpu'), precision=learn.precision, data=dls.source,
+                versions=_versions(), commit=_commit(), command=cfg['command'])
+    if resumed: info['resumed'] = True
+    return info
+
+def _restore(learn, ck, aug, rank):
+    "Weights, optimizer and every random state from checkpoint `ck`; the epoch to start from."
+    if ck is None: return 0
+    learn.create_opt()
+    try: learn.model.load_state_dict(ck['model']); learn.opt.load_state_dict(ck['opt'])
+    except (RuntimeError, ValueError, KeyError) as e:
+        raise TrainError(f'cannot resume {learn.path}: its checkpoint is of another model or optimizer ({" ".join(str(e).split())[:160]}); start a new run') from None
+    set_rng_state(learn, ck.get('rng_ranks', [ck['rng']])[rank], aug)
+    return ck['epoch'] + 1
 
 def _quiet(learn, show):
     "No output if not `show`; in a log file (stdout not a terminal or notebook) one line an epoch, not a redrawn bar."
@@ -150,89 +200,57 @@ def _quiet(learn, show):
     from fastprogress.core import IN_NOTEBOOK
     return [] if IN_NOTEBOOK or sys.stdout.isatty() else [learn.no_bar()]
 
-def _export(learn):
-    "Write `model.pkl` (fastai `export`, without the training-only callbacks) and the weights-only safe format."
-    with learn.removed_cbs([cb for cb in learn.cbs if isinstance(cb, (History, Checkpoint, RunArtefacts, CPUAutocast, *distrib_cbs()))]):
-        learn.export('model.pkl')
-    export_safe(learn, learn.path)
+def _fit(learn, cfg, cbs, start, show):
+    "Fit the one-cycle schedule from epoch `start`; a user's fault or Ctrl-C becomes one line."
+    out = learn.path
+    try:
+        with data_parallel(learn), ContextManagers(_quiet(learn, show)):
+            fit_seed_cycle(learn, cfg['epochs'], cfg['lr'], cbs=cbs, start_epoch=start)
+    except KeyboardInterrupt:
+        if (out/'checkpoint.pth').is_file(): raise Interrupted(f'interrupted; resume with --resume --out {out}') from None
+        raise Interrupted(f'interrupted before the first epoch ended; start again with --overwrite --out {out}') from None
+    except ValueError as e:
+        if 'Expected more than 1 value per channel' not in str(e): raise
+        n = len(learn.dls.train_ds)
+        raise TrainError(f'a training batch of one image ({n} images, --bs {cfg["bs"]}): the model\'s BatchNorm cannot train on it; choose another --bs') from None
+    except OSError as e:
+        if no_space(e): raise TrainError(f'no space left on the device of {out}; free space and resume with --resume --out {out}') from None
+        raise
 
-def train(data=None, out=None, epochs=SEED['epochs'], bs=SEED['bs'], lr=SEED['lr'], wd=None, seed=42,
-          precision='auto', workers=None, resume=False, model=None, overwrite=False, frac=1.0, recipe='seed',
-          label_smoothing=None, dropout=None, cutout=None, aug_spec=None, show=True):
-    "Train the seed's recipe (or `recipe`) on CIFAR-10 and write the run folder `out`; returns the Learner."
-    if recipe not in RECIPES: raise TrainError(f"--recipe {recipe}: unknown; choose {' or '.join(RECIPES)}")
-    if model and dropout is not None: raise TrainError(f"--dropout sets fastcifar's Net; set it inside {model} instead")
-    r = RECIPES[recipe]  # a flag given wins over its recipe's setting
-    wd, label_smoothing, dropout, cutout, aug_spec = [r[k] if v is None else v for k, v in
-        (('wd', wd), ('label_smoothing', label_smoothing), ('dropout', dropout), ('cutout', cutout), ('aug_spec', aug_spec))]
-    _check_args(epochs=epochs, bs=bs, lr=lr, wd=wd, workers=workers, frac=frac, label_smoothing=label_smoothing,
-                dropout=dropout, cutout=cutout, aug_spec=aug_spec)
+def train(data=None, out=None, show=True, **settings):
+    "Train a recipe (see `fastcifar.recipe.SETTINGS`) on CIFAR-10 into a run folder; returns the Learner."
+    cfg = _settings(dict(settings, data=None if data is None else str(data), out=None if out is None else str(out)))
     try: setup()  # join the process group of `accelerate launch`; nothing in a single process
     except ImportError as e: raise TrainError(e) from None
     ws, rank = world_size(), rank_distrib()
-    out, ckpt_path = _run_folder(out, resume, overwrite)
-    ckpt = torch.load(ckpt_path, map_location='cpu', weights_only=False) if resume else None  # our own file (a GPU run's resumes on the CPU too)
-    cfg = {**_DEFAULTS, **ckpt['config']} if resume else dict(data=None if data is None else str(data), epochs=epochs, bs=bs, lr=lr,
-                                             wd=wd, seed=seed, precision=precision, workers=workers, model=model, frac=frac,
-                                             recipe=recipe, label_smoothing=label_smoothing, dropout=dropout, cutout=cutout, aug_spec=aug_spec, world_size=ws,
-                                             command=_command())
-    if resume and workers is not None: cfg['workers'] = workers  # this machine's setting, not the recipe's: may change
-    if cfg['world_size'] != ws: raise TrainError(f'--resume: the run in {out} trained on {cfg["world_size"]} processes; resume it on as many')
-    barrier()  # every rank has checked the run folder before rank 0 changes it
-    # rank 0 draws as a single process does; each other rank its own augmentations (and DataLoader worker seeds)
-    set_seed(cfg['seed'] + rank, reproducible=True)
-    with rank0_first():  # rank 0 extracts and caches (or downloads) the data once
-        dls = cifar_dls(cfg['data'], bs=cfg['bs'], workers=_workers(cfg['workers'], default_device()), frac=cfg['frac'],
-                        seed=cfg['seed'] + rank, cutout=cfg['cutout'], aug=cfg['aug_spec'])
-    dls.train.drop_last = False  # the seed's 391 steps an epoch: the last, partial batch is trained on too
-    mdl = get_model(cfg['model'], cfg['dropout'])
-    if not rank:  # rank 0 writes the run folder
-        if not resume and out.exists() and overwrite: shutil.rmtree(out)
-        out.mkdir(parents=True, exist_ok=True)
-    learn = seed_learner(dls, mdl, cfg['wd'], cfg['precision'], path=out, label_smoothing=cfg['label_smoothing'])
-    aug = dls.train.after_item.fs.filter(lambda t: hasattr(t, 'aug')).map(lambda t: t.aug)
-    aug = aug[0] if len(aug) else None
-    info = dict(recipe=cfg['recipe'], label_smoothing=cfg['label_smoothing'], dropout=cfg['dropout'], cutout=cfg['cutout'],
-                aug_spec=cfg['aug_spec'], model_version=MODEL_VERSION if not cfg['model'] else None, params=n_params(learn.model),
-                lr=cfg['lr'], bs=cfg['bs'], world_size=ws, effective_bs=cfg['bs']*ws, wd=cfg['wd'], seed=cfg['seed'],
-                device=_device_name(dls.device or 'cpu'), precision=learn.precision, data=dls.source,
-                model=cfg['model'] or 'fastcifar.model:Net', versions=_versions(), command=cfg.get('command') or _command())
-    if resume: info['resumed_with'] = _command()  # `command` stays the one that started the run
-    cbs = [History(rows=ckpt['history'] if resume else None), Checkpoint(aug=aug, config=cfg),
-           RunArtefacts(info, export_fn=_export)]
-    learn.resume_from = 0
-    if resume:
-        learn.create_opt()
-        learn.model.load_state_dict(ckpt['model']); learn.opt.load_state_dict(ckpt['opt'])
-        set_rng_state(learn, ckpt.get('rng_ranks', [ckpt['rng']])[rank], aug)
-        learn.resume_from = ckpt['epoch'] + 1
-    with data_parallel(learn), ContextManagers(_quiet(learn, show)):
-        fit_seed_cycle(learn, cfg['epochs'], cfg['lr'], cbs=cbs, start_epoch=learn.resume_from)
-    dump_rank(learn, aug)  # tests only (env FASTCIFAR_RANK_DUMP)
-    return learn
+    folder, out = _open_folder(cfg, rank)
+    try:
+        ck = _load_checkpoint(out) if cfg['resume'] else None
+        cfg = _run_config(cfg, ck, ws)
+        set_seed(cfg['random_seed'] + rank, reproducible=True)  # rank 0 draws as a single process does
+        dls = _data(cfg, rank)
+        learn = _learner(cfg, dls, out)
+        aug = _aug(dls)
+        hist = History(rows=ck['history'] if ck else None)
+        cbs = [hist, Checkpoint(aug=aug, config=cfg), RunArtefacts(_info(cfg, learn, dls, ck is not None))]
+        learn.resume_from = _restore(learn, ck, aug, rank)
+        _fit(learn, cfg, cbs, learn.resume_from, show)
+        if len(hist.rows) == cfg['epochs'] and not rank:
+            export(learn, model_args=None if cfg['model'] else dict(dropout=cfg['dropout']),
+                   model_spec=cfg['model'] and (cfg['model'] if ':' in cfg['model'] else f"{cfg['model']}:Net"))
+            folder.commit()  # the run it replaced, if any, goes only now
+        return learn
+    except BaseException:
+        if folder: folder.abandon()  # nothing written yet: leave the folder as it was
+        raise
+    finally:
+        if folder: folder.close()
 
-@call_parse
-def main(
-    data:str=None,        # CIFAR-10: a folder in fastai's layout, a .tgz of it, or cifar-10-batches-py (default: $FASTCIFAR_DATA, else download)
-    out:str=None,         # run folder (default: runs/<date-time>)
-    epochs:int=SEED['epochs'],  # epochs of the one-cycle schedule
-    bs:int=SEED['bs'],    # batch size
-    lr:float=SEED['lr'],  # max learning rate of the one-cycle schedule
-    wd:float=None,        # L2 weight decay, added to every parameter's gradient as the seed's torch SGD did (default: 1e-4; improved 5e-4)
-    seed:int=42,          # random seed
-    precision:str='auto', # auto, fp32, bf16 or fp16 (auto: bf16 where supported)
-    workers:int=None,     # DataLoader worker processes (default: 0 on the CPU, up to 8 with a GPU; may change on --resume)
-    resume:bool=False,    # continue the interrupted run in --out from its last checkpoint
-    model:str=None,       # module or module:callable giving an nn.Module (default: the seed's Net)
-    overwrite:bool=False, # replace an existing run in --out
-    frac:float=1.0,       # fraction of each split to use (every 1/frac-th image), for quick runs
-    recipe:str='seed',    # seed (faithful; its README's augmentation), seed-albu2 (its calls under albumentations 2.x) or improved (label smoothing 0.1, wd 5e-4, no dropout, no cutout); same Net and epochs
-    label_smoothing:float=None, # label smoothing (default: 0; improved 0.1)
-    dropout:float=None,   # dropout after each BN'd conv of the Net (default: the seed's 0.05; improved 0)
-    cutout:int=None,      # one square cutout hole of this side in pixels, 0 for none (default: the augmentation's own: seed one 16x16, seed-albu2 1-2 of 3-6 px; improved 0)
-    aug_spec:str=None,    # readme or albu2: the seed's augmentation as its README says, or as albumentations 2.x ran its calls (default: the recipe's)
-):
-    "Train the seed's CIFAR-10 recipe with fastai and write history, curves, confusion matrix, results and model.pkl."
-    try: train(data, out, epochs, bs, lr, wd, seed, precision, workers, resume, model, overwrite, frac, recipe, label_smoothing,
-               dropout, cutout, aug_spec)
-    except (TrainError, DataError, NonFiniteLoss) as e: sys.exit(f'fastcifar.train: error: {e}')
+def main(argv=None):
+    "`python -m fastcifar.train`: the settings as flags; one line and a non-zero exit for any fault a user can cause."
+    args = parser(description="Train a CIFAR-10 recipe with fastai; write history, curves, confusion matrix, results and the model.").parse_args(argv)
+    try: train(**vars(args))
+    except Interrupted as e: print(f'fastcifar.train: {e}', file=sys.stderr); sys.exit(130)
+    except (TrainError, DataError, NonFiniteLoss, ModelError) as e: sys.exit(f'fastcifar.train: error: {e}')
+
+if __name__ == '__main__': main()

@@ -1,7 +1,7 @@
 import numpy as np, pytest, torch, albumentations as A
 from fastcifar.data import (STATS, MEAN_FILL, AUGS, AlbumentationsTransform, GetImage, aug_spec, albumentations_pipeline,
                            cifar_dls, cifar_items, seed_augs)
-from fastcifar.sources import CLASSES, load_cifar
+from fastcifar.sources import CLASSES, DataError, load_cifar
 from fastcifar.synthetic import synthetic_arrays
 
 def test_dls_counts_classes_shapes(tiny_tgz):
@@ -26,12 +26,18 @@ def test_labels_follow_the_items(tiny_tgz):
         x, y = dls.train_ds[i]
         assert np.array_equal(x.permute(1, 2, 0).numpy(), data.x_train[i]) and dls.vocab[y] == CLASSES[data.y_train[i]]
 
-def test_frac_keeps_every_nth():
-    x, y, xt, yt = synthetic_arrays(10, 4)
+def test_frac_is_the_fraction_of_every_class_seeded():
     from fastcifar.sources import Cifar
-    items, valid = cifar_items(Cifar(x, y, xt, yt, CLASSES, 'syn'), frac=0.5)
-    assert len(items) == 50 + 20 and list(valid) == list(range(50, 70))
-    assert np.array_equal(items[1][0], x[2]) and items[1][1] == CLASSES[y[2]]
+    x, y, xt, yt = synthetic_arrays(10, 4)
+    c = Cifar(x, y, xt, yt, CLASSES, 'syn')
+    for frac, ntr, nte in ((0.7, 7, 3), (0.6, 6, 2), (0.5, 5, 2), (1.0, 10, 4)):  # per class; round(0.7*4) = 3
+        items, valid = cifar_items(c, frac=frac)
+        labels = [l for _, l in items]
+        assert len(items) == 10*(ntr + nte) and list(valid) == list(range(10*ntr, 10*(ntr + nte)))
+        assert all(labels[:10*ntr].count(k) == ntr and labels[10*ntr:].count(k) == nte for k in CLASSES)
+    a, b = cifar_items(c, 0.5)[0], cifar_items(c, 0.5)[0]
+    assert all(np.array_equal(p[0], q[0]) for p, q in zip(a, b))  # the same subset every time
+    with pytest.raises(DataError, match='--frac 0.01 keeps no training image of class airplane'): cifar_items(c, 0.01)
 
 def _only(aug, i):
     "The augmentation with only its i-th transform, always applied."
@@ -94,7 +100,7 @@ def test_augmentations_share_one_stream_and_are_seeded():
     assert all(np.array_equal(a(image=img)['image'], b(image=img)['image']) for _ in range(10))
 
 def test_read_rgb_any_mode(tmp_path):
-    from fastcifar.sources import read_rgb as read_image
+    from fastcifar.images import read_rgb as read_image
     from PIL import Image
     Image.new('RGBA', (64, 48), (10, 20, 30, 128)).save(tmp_path/'a.png')
     Image.new('L', (32, 32), 77).save(tmp_path/'b.jpg')
@@ -105,7 +111,7 @@ def test_read_rgb_any_mode(tmp_path):
 def test_real_data_smoke(shared_data):
     dls = cifar_dls(shared_data, bs=128)
     assert (len(dls.train_ds), len(dls.valid_ds)) == (50_000, 10_000)
-    assert len(dls.train) == 390 and list(dls.vocab) == list(CLASSES)
+    assert len(dls.train) == 391 and list(dls.vocab) == list(CLASSES)
 
 def _seeded(aug, seed):
     aug.set_random_state(np.random.default_rng(seed), __import__('random').Random(seed)); return aug

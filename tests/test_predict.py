@@ -1,10 +1,11 @@
 "Inference: the predict CLI and API, both model formats, any image, bad input, and the weights-only format's safety"
-import hashlib, json, os, pickle, re, shutil, subprocess, sys, numpy as np, pytest, torch
+import hashlib, io, json, os, pickle, re, shutil, subprocess, sys, numpy as np, pytest, torch
 from pathlib import Path
 from PIL import Image
 from fastcore.script import anno_parser
 from fastcifar.synthetic import synthetic_arrays
-from fastcifar.train import train, _export
+from fastcifar.train import train
+from fastcifar.export import export
 from fastcifar.callbacks import CPUAutocast
 from fastcifar.sources import CLASSES
 from fastcifar.predict import FORMAT, ModelError, cli, load_model, main, predict, read_rgb
@@ -22,7 +23,7 @@ def run(tiny_tgz, tmp_path_factory):
     # One epoch leaves near-uniform probabilities (every image ~0.11, differences ~1e-4), which would make the
     # 1e-4 agreement between formats vacuous: sharpen the logits, then export both formats of the same weights.
     with torch.no_grad(): learn.model.out.conv.weight.mul_(SHARPEN)
-    _export(learn)  # model.pkl, model.safetensors and model.json again, the way training writes them
+    export(learn, model_args=dict(dropout=0.05))  # model.pkl, model.safetensors and model.json again, the way training writes them
     return out, learn
 
 @pytest.fixture(scope='module')
@@ -60,7 +61,8 @@ def _sub(args, cwd):
 def test_export_safe_writes_weights_and_description(run):
     out, learn = run
     d = json.loads((out/'model.json').read_text())
-    assert d['format'] == FORMAT and d['version'] == 1 and d['model'] == 'fastcifar.model:Net'
+    assert d['format'] == FORMAT and d['version'] == 2 and d['model'] == 'fastcifar.model:Net'
+    assert d['model_args'] == {'dropout': 0.05}  # what rebuilds the Net as it trained
     assert d['classes'] == list(learn.dls.vocab) == list(CLASSES)
     assert d['mean'] == [0.4914, 0.4822, 0.4465] and d['std'] == [0.2023, 0.1994, 0.201]  # data.STATS
     assert d['size'] == 32 and d['scale'] == 255 and d['params'] == 193_280 and d['weights'] == 'model.safetensors'
@@ -235,3 +237,24 @@ def _with_spec(d, cfg, spec):
     p = d/'allowed.json'
     p.write_text(json.dumps({**cfg, 'model': spec}))
     return p
+
+def test_a_model_with_non_finite_weights_is_refused(run, tmp_path):
+    out, learn = run
+    from fastcifar.export import export_safe, check_finite
+    from safetensors.torch import load_file, save_file
+    bad = tmp_path/'bad'; bad.mkdir()
+    for f in ('model.json', 'model.safetensors'): shutil.copy(out/f, bad/f)
+    sd = load_file(bad/'model.safetensors')
+    sd['c4.conv2.1.running_var'][0] = float('nan')  # a diverged run's BatchNorm statistics
+    save_file(sd, bad/'model.safetensors')
+    cfg = json.loads((bad/'model.json').read_text()); cfg.pop('sha256'); (bad/'model.json').write_text(json.dumps(cfg))
+    with pytest.raises(ModelError, match='NaN or infinite weights'): load_model(bad/'model.json')
+    img = tmp_path/'a.png'; Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(img)
+    r = cli(bad/'model.json', [str(img)], out=io.StringIO(), err=(err := io.StringIO()))
+    assert r == 2 and 'NaN or infinite weights' in err.getvalue() and 'nan' not in err.getvalue().split('(')[0]
+    with torch.no_grad(): learn.model.c1.conv1[0].weight[0, 0, 0, 0] = float('inf')
+    try:
+        with pytest.raises(ModelError, match='NaN or infinite'): export_safe(learn, tmp_path/'x')
+        assert not (tmp_path/'x'/'model.json').exists()
+    finally:
+        with torch.no_grad(): learn.model.c1.conv1[0].weight[0, 0, 0, 0] = 0.

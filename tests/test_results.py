@@ -1,13 +1,34 @@
-"The committed runs under results/: complete, self-consistent, and quoted in the README as they are."
-import csv, json, pytest
+"The committed runs under results/: complete, self-consistent, and quoted in results/README.md as they are."
+import csv, importlib, importlib.util, json, numpy as np, pytest
 from pathlib import Path
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = sorted(p.parent for p in (ROOT/'results').glob('*/results.json'))
 README = (ROOT/'README.md').read_text()
+RESULTS_MD = ROOT/'results'/'README.md'
+REPORT = RESULTS_MD.read_text() if RESULTS_MD.exists() else ''
+SEED_COPY = ROOT/'results'/'seed_epochs.csv'
 
 def pct(x): return f'{100*x:.2f}%'
+def rows(path):
+    with open(path) as f: return list(csv.DictReader(f))
+def section(title):
+    "The lines of results/README.md's section `## title`."
+    text = REPORT.split(f'\n## {title}\n', 1)[-1] if f'\n## {title}\n' in REPORT else ''
+    return text.split('\n## ', 1)[0].splitlines()
+
+@pytest.fixture(scope='module')
+def report():
+    "results/report.py as a module (results/ is not a package)."
+    spec = importlib.util.spec_from_file_location('results_report', ROOT/'results'/'report.py')
+    mod = importlib.util.module_from_spec(spec); spec.loader.exec_module(mod)
+    return mod
+
+@pytest.fixture
+def seed_table_env(monkeypatch):
+    "Tests read the repo's copy of the seed's table, whatever $FASTCIFAR_SEED_TABLE says."
+    monkeypatch.delenv('FASTCIFAR_SEED_TABLE', raising=False)
 
 def test_there_are_committed_runs():
     assert RUNS, 'no run under results/'
@@ -28,16 +49,87 @@ def test_run_folder_is_complete_and_consistent(run):
     assert res['params'] == 193_280
 
 @pytest.mark.parametrize('run', RUNS, ids=lambda p: p.name)
-def test_readme_quotes_the_committed_figures(run):
-    "The README's results table links every run and quotes its final, best and flip-TTA accuracy as recorded."
+def test_results_readme_quotes_the_committed_figures(run):
+    "results/README.md links every run's RUN.md and quotes its final, best and flip-TTA accuracy as recorded."
     res = json.loads((run/'results.json').read_text())
-    line = next((l for l in README.splitlines() if l.startswith('|') and f'results/{run.name}/' in l), None)
-    assert line, f'README results table has no row for results/{run.name}'
-    for k in ('final_test_accuracy', 'best_test_accuracy', 'final_test_accuracy_flip_tta'): assert pct(res[k]) in line, k
+    want = [pct(res[k]) for k in ('final_test_accuracy', 'best_test_accuracy', 'final_test_accuracy_flip_tta')]
+    lines = [l for l in REPORT.splitlines() if l.startswith('|') and f'({run.name}/RUN.md)' in l]
+    assert lines, f'results/README.md links no row to {run.name}/RUN.md'
+    assert any(all(w in l for w in want) for l in lines), want
 
 @pytest.mark.parametrize('run', RUNS, ids=lambda p: p.name)
-def test_readme_per_epoch_table_is_the_history(run):
-    "A row of the README's per-epoch table is the run's test accuracy at epochs 1, 5, 10, ..., 30 from history.csv."
-    with open(run/'history.csv') as f: rows = list(csv.DictReader(f))
-    want = ' | '.join(pct(float(rows[e-1]['test_accuracy'])) for e in (1, 5, 10, 15, 20, 25, 30))
-    assert any(l.startswith('| ') and l.endswith(f'| {want} |') for l in README.splitlines()), want
+def test_results_readme_per_epoch_table_is_the_history(run):
+    "A row of results/README.md's per-epoch table is the run's test accuracy at epochs 1, 5, 10, ..., 30 from history.csv."
+    h = rows(run/'history.csv')
+    want = ' | '.join(pct(float(h[e-1]['test_accuracy'])) for e in (1, 5, 10, 15, 20, 25, 30))
+    assert any(l.startswith(f'| {run.name} ') and l.endswith(f'| {want} |') for l in section('Per epoch')), want
+
+def test_results_readme_is_generated(report, seed_table_env):
+    "results/README.md is what results/report.py writes from the run folders now: it cannot drift from them."
+    assert REPORT == report.report(), 'results/README.md is stale: run `python results/report.py`'
+
+def _settings_by_hand(res):
+    "A run's recipe settings, older results.json completed with what those versions ran (dropout 0.05, one 16x16 hole)."
+    aug = res.get('aug_spec', 'readme')
+    cut = res.get('cutout', 16)
+    return (res['recipe'], res['wd'], res['label_smoothing'], res.get('dropout', 0.05),
+            16 if cut is None and aug == 'readme' else cut, aug, res.get('model_version', 1))
+
+def test_group_mean_and_sd_are_numpy_s():
+    "Every group of two or more runs shows numpy's mean and sample SD (ddof 1) of its final, flip-TTA and train accuracy."
+    groups = {}
+    for run in RUNS:
+        res = json.loads((run/'results.json').read_text())
+        groups.setdefault(_settings_by_hand(res), []).append(res)
+    seed = groups[('seed', 1e-4, 0., 0.05, 16, 'readme', 1)]
+    assert len(seed) >= 2, "the seed's recipe has fewer than two runs"
+    table = [l for l in section('Runs grouped by recipe') if l.startswith('| `')]
+    for key, rs in groups.items():
+        if len(rs) < 2: continue
+        want = [f"{100*np.mean(x):.2f} ± {100*np.std(x, ddof=1):.2f}%" for x in
+                ([r[k] for r in rs] for k in ('final_test_accuracy', 'final_test_accuracy_flip_tta', 'final_train_accuracy'))]
+        assert any(all(w in l for w in want) and f'| {len(rs)} |' in l for l in table), (key, want)
+
+def test_seed_table_distance_by_hand():
+    "One run's distance from the seed's per-epoch table, recomputed here: mean |difference| in points, and the end gap."
+    run = next((r for r in RUNS if r.name.startswith('gpu-')), RUNS[0])
+    seed, h = rows(SEED_COPY), rows(run/'history.csv')
+    assert len(h) == len(seed) == 30
+    mad = lambda k: sum(abs(100*float(a[k]) - float(b[k])) for a, b in zip(h, seed)) / len(seed)
+    gap = 100*(float(h[-1]['train_accuracy']) - float(h[-1]['test_accuracy']))
+    line = next(l for l in section("Against the seed's own per-epoch table") if l.startswith(f'| [{run.name}]('))
+    assert line.split(' | ')[2:5] == [f"{mad('test_accuracy'):.2f}", f"{mad('train_accuracy'):.2f}", f'{gap:+.2f} |'], line
+    seed_gap = float(seed[-1]['train_accuracy']) - float(seed[-1]['test_accuracy'])
+    assert f'{seed_gap:+.2f} (' in REPORT
+
+def test_seed_table_is_the_published_copy():
+    "results/seed_epochs.csv: the seed's 30 published epochs, as ../shared/seed/epochs.csv has them where that exists."
+    assert [int(r['epoch']) for r in rows(SEED_COPY)] == list(range(1, 31))
+    shared = ROOT.parent/'shared'/'seed'/'epochs.csv'
+    if not shared.exists(): pytest.skip(f'{shared} is absent: the copy is the reference')
+    assert SEED_COPY.read_text() == shared.read_text()
+
+def test_report_without_the_seed_table(report):
+    "Without the seed's table the report skips its comparison with one line, and quotes none of its figures."
+    text = report.report(seed=None)
+    assert "The seed's per-epoch table was not found" in text and 'the seed, as published' not in text
+    assert report.seed_table('/nonexistent/epochs.csv') is None
+
+def test_report_recipes_are_the_package_s(report):
+    "report.py's copy of each recipe's settings is fastcifar's (a `cutout` of None resolved to the augmentation's one hole)."
+    mod = importlib.import_module('fastcifar.recipe' if importlib.util.find_spec('fastcifar.recipe') else 'fastcifar.train')
+    from fastcifar.data import AUGS
+    for name, r in mod.RECIPES.items():
+        want, aug = dict(r), AUGS[r['aug_spec']]
+        if want['cutout'] is None and aug['holes'] == (1, 1) and aug['hole'][0] == aug['hole'][1]: want['cutout'] = aug['hole'][0]
+        assert report.RECIPES.get(name) == want, name
+
+def test_top_readme_quotes_the_headline(report, seed_table_env):
+    "The top-level README's results table is report.headline(), verbatim."
+    lines = README.splitlines()
+    for l in report.headline().splitlines(): assert l in lines, l
+
+def test_readme_tables_are_derived_from_the_code():
+    "The README's flags table comes from fastcifar.recipe.SETTINGS and RECIPES."
+    from fastcifar.recipe import markdown_table
+    assert markdown_table() in (ROOT/'README.md').read_text()

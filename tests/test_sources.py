@@ -158,7 +158,7 @@ def test_folder_change_redecodes(tmp_path):
 def test_archive_cache_reused(tmp_path, monkeypatch):
     a = write_tgz(tmp_path/'cifar10.tgz', **KW)
     c1 = load_cifar(a)
-    monkeypatch.setattr(sources, '_extract', lambda *a: pytest.fail('extracted again'))
+    monkeypatch.setattr(sources, 'extract', lambda *a: pytest.fail('extracted again'))
     monkeypatch.setattr(sources, '_decode_folder', lambda *a: pytest.fail('decoded again'))
     assert (load_cifar(a).x_test == c1.x_test).all()
 
@@ -289,3 +289,46 @@ def test_real_cifar10(real_cache, monkeypatch):
         assert (np.bincount(c.y_train) == 5000).all() and (np.bincount(c.y_test) == 1000).all()
         assert c.x_train.dtype == np.uint8 and c.y_train.dtype == np.int64 and c.classes == CLASSES
         assert 100 < c.x_train[:1000].mean() < 150  # real photos, not blank
+
+# ---------- caches keyed by content; bad files inside the data
+
+def test_images_replaced_in_place_are_decoded_again(tmp_path):
+    d = write_folder(tmp_path, **KW)
+    first = load_cifar(d)
+    f = sorted((d/'train'/'cat').iterdir())[0]
+    st = f.stat()
+    new = np.full((32, 32, 3), 7, np.uint8)
+    Image.fromarray(new).save(f)  # same name, same folder: the folder's own stamp does not change
+    os.utime(f.parent, ns=(st.st_atime_ns, st.st_mtime_ns)); os.utime(d/'train', ns=(st.st_atime_ns, st.st_mtime_ns))
+    again = load_cifar(d)
+    i = list(CLASSES).index('cat')
+    assert np.array_equal(again.x_train[again.y_train == i][0], new) and not np.array_equal(first.x_train[first.y_train == i][0], new)
+    assert len(_npzs()) == 1  # the stale arrays of the same folder are gone
+
+def test_changed_archive_replaces_its_extraction(tmp_path):
+    a = write_tgz(tmp_path/'c.tgz', **KW)
+    load_cifar(a)
+    write_tgz(a, **KW, seed=5); os.utime(a, ns=(1, 10**18))
+    load_cifar(a)
+    assert len(list((cache_root()/'extracted').iterdir())) == 1 and len(_npzs()) == 1
+
+def test_decompression_bomb_in_the_data_is_one_line(tmp_path, monkeypatch):
+    d = write_folder(tmp_path, **KW)
+    monkeypatch.setattr(Image, 'MAX_IMAGE_PIXELS', 100)  # a 32x32 image is 10 times the limit: PIL's bomb error
+    with pytest.raises(DataError, match='too large to decode safely') as e: load_cifar(d)
+    _one_line(e, d/'train'/'airplane'/'0000.png')  # the first image read
+
+def test_symlink_loop_in_the_data_is_one_line(tmp_path):
+    d = write_folder(tmp_path, **KW)
+    loop = d/'train'/'dog'/'zz.png'
+    os.symlink(loop, loop)
+    with pytest.raises(DataError, match='unreadable entry among the images') as e: load_cifar(d)
+    _one_line(e, loop)
+
+def test_cache_path_that_is_a_file(tmp_path, monkeypatch):
+    (tmp_path/'cachefile').write_text('x')
+    monkeypatch.setenv('FASTCIFAR_CACHE', str(tmp_path/'cachefile'))
+    with pytest.raises(DataError, match='FASTCIFAR_CACHE') as e: load_cifar(write_tgz(tmp_path/'c.tgz', **KW))
+    assert '\n' not in str(e.value)
+    with pytest.warns(UserWarning, match='could not cache'): _check(load_cifar(write_folder(tmp_path, **KW)))
+    assert (tmp_path/'cachefile').read_text() == 'x'

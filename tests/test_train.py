@@ -1,9 +1,13 @@
-import csv, json, signal, subprocess, sys, time, numpy as np, pytest, torch
+import csv, json, os, signal, subprocess, sys, time, numpy as np, pytest, torch
 from pathlib import Path
 from PIL import Image
 from fastai.learner import load_learner
 from fastcifar.data import cifar_dls
-from fastcifar.train import SEED, RECIPES, TrainError, fit_seed_cycle, seed_learner, train, pick_precision
+from fastcifar.train import RECIPES, TrainError, fit_seed_cycle, seed_learner, train, pick_precision
+from fastcifar.recipe import SETTINGS
+from fastcifar.files import MARKER
+
+LR, WD = next(s.default for s in SETTINGS if s.name == 'lr'), RECIPES['seed']['wd']  # the seed's max LR and L2
 from fastcifar.callbacks import CPUAutocast, NonFiniteLoss
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,7 +34,7 @@ def test_two_epoch_run_writes_every_file(run2):
     assert [r['epoch'] for r in rows] == ['1', '2']
     assert list(rows[0]) == ['epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy', 'seconds']
     res = json.loads((out/'results.json').read_text())
-    assert res['epochs'] == 2 and res['params'] == 193_280 and res['seed'] == 42
+    assert res['epochs'] == 2 and res['params'] == 193_280 and res['random_seed'] == 42
     assert res['final_test_accuracy'] == pytest.approx(float(rows[-1]['test_accuracy']), abs=1e-5)
     assert res['best_test_accuracy'] == pytest.approx(max(float(r['test_accuracy']) for r in rows), abs=1e-5)
     assert res['train_seconds'] == pytest.approx(sum(float(r['seconds']) for r in rows), rel=1e-3)
@@ -61,7 +65,7 @@ def _at(sched, pct): return float(np.asarray(sched(pct)).ravel()[0])
 def _torch_onecycle(total):
     p = torch.nn.Parameter(torch.zeros(1))
     opt = torch.optim.SGD([p], lr=0.1, momentum=0.9)
-    sch = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=SEED['lr'], total_steps=total)
+    sch = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=LR, total_steps=total)
     lrs, moms = [], []
     for _ in range(total):
         lrs.append(opt.param_groups[0]['lr']); moms.append(opt.param_groups[0]['momentum']); opt.step(); sch.step()
@@ -71,7 +75,7 @@ def test_schedule_matches_torch_onecycle(tiny_tgz):
     dls = cifar_dls(tiny_tgz, bs=32)
     learn = seed_learner(dls)
     n = 30*391  # the seed's OneCycleLR(max_lr=0.05, epochs=30, steps_per_epoch=391)
-    s = _schedule(learn, 30, SEED['lr'])
+    s = _schedule(learn, 30, LR)
     pct = np.arange(n)/n  # fastai's ParamScheduler position before batch i
     lr, mom = np.array([_at(s['lr'], p) for p in pct]), np.array([_at(s['mom'], p) for p in pct])
     tlr, tmom = _torch_onecycle(n)
@@ -86,13 +90,13 @@ def test_fit_applies_that_schedule(run2):
     out, learn = run2
     hps, n = learn.recorder.hps, len(learn.recorder.hps['lr'])
     assert n == 2*len(learn.dls.train) == 2*7  # 200 images at bs 32: 7 steps, the last partial batch kept
-    s = _schedule(learn, 2, SEED['lr'])
+    s = _schedule(learn, 2, LR)
     np.testing.assert_allclose(hps['lr'], [_at(s['lr'], i/n) for i in range(n)], rtol=1e-6)
     np.testing.assert_allclose(hps['mom'], [_at(s['mom'], i/n) for i in range(n)], rtol=1e-6)
 
 def test_weight_decay_is_l2_on_every_parameter(run2):
     out, learn = run2
-    assert all(g['weight_decay'] == SEED['wd'] for g in learn.opt.opt.param_groups)
+    assert all(g['weight_decay'] == WD for g in learn.opt.opt.param_groups)
     learn.opt.set_hypers(lr=0.1, mom=0., wd=1e-2)
     before = {n: p.detach().clone() for n, p in learn.model.named_parameters()}
     for p in learn.model.parameters(): p.grad = torch.zeros_like(p)
@@ -138,8 +142,8 @@ def test_precision_flags(tiny_tgz):
 def test_help_explains_each_flag():
     r = cli('--help')
     assert r.returncode == 0
-    for flag in ('--data', '--out', '--epochs', '--bs', '--lr', '--wd', '--seed', '--precision', '--workers', '--resume', '--model',
-                 '--recipe', '--label-smoothing', '--dropout', '--cutout'):
+    for flag in ('--data', '--out', '--epochs', '--bs', '--lr', '--wd', '--random-seed', '--precision', '--workers', '--resume', '--model',
+                 '--recipe', '--label-smoothing', '--dropout', '--cutout', '--aug-spec', '--overwrite', '--frac'):
         assert flag in r.stdout, flag
 
 @pytest.mark.parametrize('args,msg', [(('--epochs', '-1'), '--epochs -1'), (('--precision', 'fp8'), '--precision fp8'),
@@ -165,7 +169,7 @@ def test_nan_loss_stops_with_a_clear_message(tiny_tgz, tmp_path):
         train(tiny_tgz, tmp_path/'nan', epochs=2, bs=32, lr=1e12, precision='fp32', show=False)
     assert not (tmp_path/'nan'/'results.json').exists()
 
-def _weights(out): return torch.load(out/'checkpoint.pth', weights_only=False)['model']
+def _weights(out): return torch.load(out/'checkpoint.pth', weights_only=True)['model']
 
 def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path):
     args = ('--data', tiny_tgz, '--epochs', 4, '--bs', 16)
@@ -182,7 +186,7 @@ def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path):
     time.sleep(0.3)  # into the second epoch
     p.send_signal(signal.SIGKILL); p.wait()
     assert p.returncode == -signal.SIGKILL and not (cut/'results.json').exists()
-    done = torch.load(ck, weights_only=False)['epoch'] + 1
+    done = torch.load(ck, weights_only=True)['epoch'] + 1
     assert 1 <= done < 4
     r = cli('--out', cut, '--resume')
     assert r.returncode == 0, r.stderr
@@ -191,8 +195,9 @@ def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path):
     res = json.loads((cut/'results.json').read_text())
     assert res['epochs'] == 4
     # the command that started the run, as typed, and the one that resumed it
-    assert res['command'] == f"python -m fastcifar.train {' '.join(map(str, args))} --out {cut}"
-    assert res['resumed_with'] == f'python -m fastcifar.train --out {cut} --resume'
+    # a command that reruns the run anywhere (no machine paths), and that it was resumed
+    assert res['command'] == f"python -m fastcifar.train --data {tiny_tgz.name} --out runs/cut --recipe seed --epochs 4 --bs 16"
+    assert res['resumed'] is True and len(res['commit']) >= 40
     a, b = _weights(full), _weights(cut)
     for k in a: assert torch.equal(a[k], b[k]), k
     assert [r['test_accuracy'] for r in rows] == [r['test_accuracy'] for r in read_history(full)]
@@ -204,7 +209,7 @@ def test_resume_without_checkpoint_is_an_error(tmp_path):
 def test_real_data_two_epochs_on_a_tenth(shared_data, tmp_path):
     # Measured on the shared JPEG copy (2026-11-26, this 2-core CPU, bf16): 2 epochs on every 10th image reached
     # 35.2% (seed 42) and 33.9% (seed 1) test accuracy; chance is 10%. The threshold leaves about 10 points of margin.
-    train(shared_data, tmp_path/'smoke', epochs=2, frac=0.1, seed=42, show=False)
+    train(shared_data, tmp_path/'smoke', epochs=2, frac=0.1, random_seed=42, show=False)
     res = json.loads((tmp_path/'smoke'/'results.json').read_text())
     assert res['epochs'] == 2 and res['final_test_accuracy'] > 0.25
 
@@ -219,3 +224,106 @@ def test_resume_after_the_last_epoch_writes_the_final_files(tiny_tgz, tmp_path):
     assert [r['epoch'] for r in read_history(out)] == ['1'] and (out/'model.pkl').exists() and (out/'confusion_matrix.png').exists()
     assert res['final_test_accuracy'] == pytest.approx(first['final_test_accuracy'])
     assert res['final_test_accuracy_flip_tta'] == pytest.approx(first['final_test_accuracy_flip_tta'])
+
+# ------------------------------------------------------------------------------------------ faults a user can cause
+
+def _one_line(r, *words):
+    err = r.stderr.strip()
+    assert r.returncode != 0 and len(err.splitlines()) == 1 and 'Traceback' not in err, err[-2000:]
+    for w in words: assert w in err, (w, err)
+    return err
+
+def test_a_crafted_checkpoint_runs_no_code(tiny_tgz, tmp_path):
+    out = tmp_path/'r'
+    train(tiny_tgz, out, epochs=1, bs=32, show=False)
+    pwned = tmp_path/'pwned'
+    class Evil:
+        def __reduce__(self): return (os.system, (f'touch {pwned}',))
+    ck = torch.load(out/'checkpoint.pth', weights_only=True)
+    ck['config'] = Evil()
+    import pickle
+    with open(out/'checkpoint.pth', 'wb') as f: pickle.dump(ck, f)
+    r = cli('--out', out, '--resume')
+    _one_line(r, 'cannot resume from', 'checkpoint.pth')
+    assert not pwned.exists()
+
+@pytest.mark.parametrize('damage', ['truncated', 'garbage'])
+def test_a_damaged_checkpoint_is_one_line(tiny_tgz, tmp_path, damage):
+    out = tmp_path/'r'
+    train(tiny_tgz, out, epochs=1, bs=32, show=False)
+    data = (out/'checkpoint.pth').read_bytes()
+    (out/'checkpoint.pth').write_bytes(data[:len(data)//2] if damage == 'truncated' else b'not a checkpoint at all')
+    _one_line(cli('--out', out, '--resume'), 'cannot resume from', '--overwrite')
+
+def test_resume_refuses_changed_settings(tiny_tgz, tmp_path):
+    out = tmp_path/'r'
+    train(tiny_tgz, out, epochs=1, bs=32, show=False)
+    with pytest.raises(TrainError, match='--model tests.small_models:make differs'): train(None, out, resume=True, model='tests.small_models:make')
+    with pytest.raises(TrainError, match='--lr 0.1 differs'): train(None, out, resume=True, lr=0.1)
+
+def test_divergence_fails_and_writes_no_results(tiny_tgz, tmp_path):
+    r = cli('--data', tiny_tgz, '--out', tmp_path/'r', '--epochs', 2, '--bs', 32, '--lr', '1e4', '--precision', 'fp32')
+    _one_line(r, 'NaN or infinite')
+    names = {p.name for p in (tmp_path/'r').iterdir()}
+    assert not names & {'results.json', 'model.pkl', 'model.safetensors', 'model.json'}, names
+
+def test_ctrl_c_is_exit_130_and_resumable(tiny_tgz, tmp_path):
+    out = tmp_path/'r'
+    p = subprocess.Popen([sys.executable, '-m', 'fastcifar.train', '--data', str(tiny_tgz), '--out', str(out), '--epochs', '30',
+                          '--bs', '16'], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    while not (out/'checkpoint.pth').exists() and p.poll() is None: time.sleep(0.02)
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=120)[1].strip()
+    assert p.returncode == 130 and err.splitlines() == [f'fastcifar.train: interrupted; resume with --resume --out {out}'], err[-2000:]
+    assert torch.load(out/'checkpoint.pth', weights_only=True)['epoch'] >= 0
+
+def test_a_second_run_on_the_same_folder_is_refused(tiny_tgz, tmp_path):
+    out = tmp_path/'r'
+    p = subprocess.Popen([sys.executable, '-m', 'fastcifar.train', '--data', str(tiny_tgz), '--out', str(out), '--epochs', '30',
+                          '--bs', '16'], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        while not (out/'checkpoint.pth').exists() and p.poll() is None: time.sleep(0.02)
+        for args in ((), ('--overwrite',), ('--resume',)):
+            _one_line(cli('--data', tiny_tgz, '--out', out, '--epochs', 1, *args), 'another run is using')
+    finally: p.kill(); p.wait()
+
+def test_overwrite_replaces_only_after_success(tiny_tgz, tmp_path, monkeypatch):
+    out = tmp_path/'r'
+    train(tiny_tgz, out, epochs=1, bs=32, show=False)
+    old = (out/'history.csv').read_text()
+    from fastcifar import train as T
+    def boom(*a, **k): raise KeyboardInterrupt
+    monkeypatch.setattr(T, 'fit_seed_cycle', boom)
+    with pytest.raises(T.Interrupted, match='before the first epoch'): train(tiny_tgz, out, epochs=1, bs=32, overwrite=True, show=False)
+    assert (out/'history.csv').read_text() == old and [p.name for p in tmp_path.iterdir()] == ['r']  # the old run is back
+    monkeypatch.undo()
+    train(tiny_tgz, out, epochs=2, bs=32, overwrite=True, show=False)
+    assert len(read_history(out)) == 2 and [p.name for p in tmp_path.iterdir()] == ['r']  # the old run went after success
+
+def test_a_full_disk_is_one_line_and_keeps_the_checkpoint(tiny_tgz, tmp_path, monkeypatch):
+    out = tmp_path/'r'
+    from fastcifar import callbacks as C
+    real, calls = C.atomic_write, []
+    def full(path, write):
+        calls.append(path)
+        if len(calls) > 3: raise OSError(28, 'No space left on device', str(path))
+        return real(path, write)
+    monkeypatch.setattr(C, 'atomic_write', full)
+    with pytest.raises(TrainError, match=f'no space left on the device of {out}; free space and resume'):
+        train(tiny_tgz, out, epochs=3, bs=32, show=False)
+    assert torch.load(out/'checkpoint.pth', weights_only=True)['epoch'] == 0
+
+def test_a_last_batch_of_one_for_batchnorm_is_one_line(tiny_tgz, tmp_path):
+    # 200 training images at --bs 199: the last batch holds one image, which BatchNorm1d cannot train on
+    r = cli('--data', tiny_tgz, '--out', tmp_path/'r', '--epochs', 1, '--bs', 199, '--model', 'tests.small_models:make_bn1d')
+    _one_line(r, 'a training batch of one image', '--bs')
+
+def test_a_model_callable_with_arguments_trains_and_exports(tiny_tgz, tmp_path):
+    from fastcifar.predict import load_model
+    learn = train(tiny_tgz, tmp_path/'r', epochs=1, bs=32, model='tests.small_models:make', show=False)
+    cfg = json.loads((tmp_path/'r'/'model.json').read_text())
+    assert cfg['model'] == 'tests.small_models:make' and learn.model.width == 8  # make(width=8): its default
+    x = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    with pytest.raises(Exception, match='outside the fastcifar package'): load_model(tmp_path/'r')
+    p = load_model(tmp_path/'r', allow_module=True).probs(x)
+    assert p.shape == (4, 10) and torch.allclose(p.sum(1), torch.ones(4), atol=1e-5)

@@ -1,0 +1,119 @@
+"""The recipe as data: every setting of a training run, once, with its default, unit or reason and valid range.
+
+`train()`'s keywords, the command line and its `--help`, validation, the checkpoint's config and results.json all come
+from `SETTINGS`; `RECIPES` names what each recipe sets (a setting given explicitly wins over its recipe).
+"""
+import argparse
+from dataclasses import dataclass
+from .data import AUGS
+from .model import DROPOUT
+
+__all__ = ['SCHEDULE', 'Setting', 'SETTINGS', 'RECIPES', 'RECIPE_KEYS', 'RecipeError', 'resolve', 'parser', 'rerun_command',
+           'markdown_table']
+
+# The seed's one-cycle schedule, as its PyTorch script set it: fixed parts of every recipe, not flags.
+SCHEDULE = dict(
+    pct_start=0.3, div=25.,  # torch OneCycleLR defaults: warm-up fraction, initial LR = lr/div
+    final_div=1e4,           # torch's final LR = initial LR / final_div (fastai's div_final is lr_max/final)
+    moms=(0.95, 0.85, 0.95), # momentum cycled inversely to the LR (torch OneCycleLR cycle_momentum)
+    momentum=0.9,            # SGD momentum outside the cycle (the seed's optimizer)
+)
+
+class RecipeError(ValueError):
+    "A bad setting: the message is one line naming it and what it must be."
+
+@dataclass(frozen=True)
+class Setting:
+    "One setting of a run: `ok(v)` says whether `v` is valid, `want` says what valid is; `machine`: may change on resume."
+    name: str
+    type: type
+    default: object
+    help: str
+    ok: object = None
+    want: str = ''
+    machine: bool = False
+    @property
+    def flag(self): return '--' + self.name.replace('_', '-')
+
+_pos, _nonneg, _frac = (lambda v: v >= 1), (lambda v: v >= 0), (lambda v: 0 <= v < 1)
+SETTINGS = (
+    Setting('data', str, None, "CIFAR-10: a folder in fastai's layout, a .tgz of it, or cifar-10-batches-py (default: $FASTCIFAR_DATA, else download)"),
+    Setting('out', str, None, 'run folder (default: runs/<date-time>, never an existing one)', machine=True),
+    Setting('recipe', str, 'seed', 'which recipe sets the settings below that are not given', lambda v: v in RECIPES, ' or '.join(('seed', 'seed-albu2', 'improved'))),
+    Setting('epochs', int, 30, 'epochs of the one-cycle schedule', _pos, '1 or more'),
+    Setting('bs', int, 128, 'batch size (the seed: 391 steps an epoch, the last batch partial)', _pos, '1 or more'),
+    Setting('lr', float, 0.05, 'max learning rate of the one-cycle schedule', lambda v: v > 0, 'above 0'),
+    Setting('wd', float, None, "L2 weight decay added to every parameter's gradient, as the seed's torch SGD did", _nonneg, '0 or more'),
+    Setting('label_smoothing', float, None, 'label smoothing of the cross-entropy (0: none)', _frac, '0 or more and below 1'),
+    Setting('dropout', float, None, "probability of the Net's Dropout layers", _frac, '0 or more and below 1'),
+    Setting('aug_spec', str, None, "the seed's augmentation: readme (as its README says) or albu2 (its calls under albumentations 2.x)", lambda v: v in AUGS, ' or '.join(AUGS)),
+    Setting('cutout', int, None, 'one square cutout hole of this side in pixels, 0 for none (default: the augmentation\'s own holes)', lambda v: 0 <= v <= 32, 'from 0 (no cutout) to 32 pixels'),
+    Setting('aug', str, 'albumentations', 'where the augmentation runs: albumentations (per image, the design) or batch (torch ops on whole batches, on the training device; same distributions)', lambda v: v in ('albumentations', 'batch'), 'albumentations or batch'),
+    Setting('frac', float, 1.0, 'fraction of each split to use, the same for every class (seeded), for quick runs', lambda v: 0 < v <= 1, 'above 0 and at most 1'),
+    Setting('random_seed', int, 42, 'random seed of weights, order and augmentation'),
+    Setting('precision', str, 'auto', 'auto, fp32, bf16 or fp16 (auto: bf16 where supported)', lambda v: v in ('auto', 'fp32', 'bf16', 'fp16'), 'auto, fp32, bf16 or fp16'),
+    Setting('model', str, None, 'module or module:callable giving an nn.Module (default: the seed\'s Net)'),
+    Setting('workers', int, None, 'DataLoader worker processes (default: 0 on the CPU, up to 8 with a GPU)', _nonneg, '0 or more', machine=True),
+    Setting('resume', bool, False, 'continue the interrupted run in --out from its last checkpoint', machine=True),
+    Setting('overwrite', bool, False, 'replace the run in --out, keeping the old one until the new one has finished', machine=True),
+)
+_BY_NAME = {s.name: s for s in SETTINGS}
+
+# What each recipe sets where its setting is not given. Same Net, parameters, epochs and schedule in each.
+RECIPES = {
+    'seed': dict(wd=1e-4, label_smoothing=0., dropout=DROPOUT, aug_spec='readme', cutout=None),  # the seed as its README says
+    'seed-albu2': dict(wd=1e-4, label_smoothing=0., dropout=DROPOUT, aug_spec='albu2', cutout=None),  # its calls, albumentations 2.x
+    'improved': dict(wd=5e-4,            # stronger L2 (still through the gradient, on every parameter)
+                     label_smoothing=0.1,  # soft targets
+                     dropout=0.,         # the seed's recipe underfits: train accuracy (augmented) stays below test
+                     aug_spec='readme', cutout=0),  # flip and shift-scale-rotate, no cutout hole: the largest gain measured
+}
+RECIPE_KEYS = tuple(RECIPES['seed'])
+
+def resolve(**kw):
+    "Every setting: those given, else their recipe's, else their default; checked. Unknown names are an error."
+    if bad := [k for k in kw if k not in _BY_NAME]: raise RecipeError(f'unknown setting {bad[0]!r}; the settings are: {", ".join(_BY_NAME)}')
+    cfg = {s.name: kw.get(s.name, s.default) for s in SETTINGS}
+    if cfg['recipe'] not in RECIPES: raise RecipeError(f"--recipe {cfg['recipe']}: unknown; choose {' or '.join(RECIPES)}")
+    for k, v in RECIPES[cfg['recipe']].items():
+        if cfg[k] is None: cfg[k] = v
+    for s in SETTINGS:
+        v = cfg[s.name]
+        if v is not None and s.ok is not None and not s.ok(v): raise RecipeError(f'{s.flag} {v}: must be {s.want}')
+    return cfg
+
+def _help(s):
+    per = [f'{r} {d[s.name]}' for r, d in RECIPES.items() if s.name in d]
+    return s.help + (f" (recipes: {'; '.join(per)})" if per else f' (default: {s.default})' if s.default not in (None, False) else '')
+
+def parser(prog='python -m fastcifar.train', description=''):
+    "The command line of `SETTINGS`: one flag a setting, its help showing each recipe's value."
+    # by hand, not fastcore's `call_parse`: that reads flags from a function's source, and here they come from a table
+    p = argparse.ArgumentParser(prog=prog, description=description)
+    for s in SETTINGS:
+        if s.type is bool: p.add_argument(s.flag, action='store_true', help=_help(s))
+        else: p.add_argument(s.flag, type=s.type, default=None, help=_help(s), metavar=s.name.upper())
+    return p
+
+def rerun_command(cfg, out_name=None):
+    "A command that runs `cfg` again anywhere: its settings that differ from the defaults, no machine paths."
+    from pathlib import Path
+    args = []
+    for s in SETTINGS:
+        v = cfg.get(s.name)
+        if s.machine and s.name != 'out' or v is None or v == s.default and s.name != 'recipe': continue
+        if s.name in RECIPE_KEYS and v == RECIPES[cfg['recipe']][s.name]: continue
+        if s.name == 'data': v = v if not Path(v).is_absolute() else Path(v).name
+        if s.name == 'out': v = f'runs/{out_name or Path(v).name}'
+        args.append(s.flag if s.type is bool else f'{s.flag} {v}')
+    return ' '.join(['python -m fastcifar.train'] + args)
+
+def markdown_table():
+    "The settings as a Markdown table (the README's table of flags): default, each recipe's value, what it is."
+    cell = lambda v: '' if v is None else f'`{v}`'
+    out = ['| flag | default | ' + ' | '.join(f'`{r}`' for r in RECIPES) + ' | what |', '|---|---|' + '---|'*len(RECIPES) + '---|']
+    for st in SETTINGS:
+        per = [cell(RECIPES[r].get(st.name)) if st.name in RECIPE_KEYS else '' for r in RECIPES]
+        default = 'from the recipe' if st.name in RECIPE_KEYS else cell(st.default)
+        out.append(f'| `{st.flag}` | {default} | ' + ' | '.join(per) + f' | {st.help} |')
+    return '\n'.join(out)

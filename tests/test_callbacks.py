@@ -1,0 +1,68 @@
+"The run's callbacks on a tiny Learner: history rows, NaN stops, checkpoints that load as plain data, results."
+import csv, json, numpy as np, pytest, torch
+from fastai.learner import Learner
+from fastai.losses import CrossEntropyLossFlat
+from fastai.metrics import accuracy
+from fastcifar.callbacks import CPUAutocast, Checkpoint, History, NonFiniteLoss, RunArtefacts, rng_state, set_rng_state
+from fastcifar.data import cifar_dls
+from tests.small_models import make
+
+@pytest.fixture
+def learn(tiny_tgz, tmp_path):
+    "A fresh tiny Learner for each test: nothing a test changes is seen by another."
+    torch.manual_seed(0)
+    return Learner(cifar_dls(tiny_tgz, bs=32, seed=0), make(), loss_func=CrossEntropyLossFlat(), metrics=accuracy, path=tmp_path)
+
+def test_history_counts_its_own_train_accuracy(learn):
+    h = History()
+    learn.fit(2, 1e-2, cbs=[h])
+    with open(learn.path/'history.csv') as f: rows = list(csv.DictReader(f))
+    assert [r['epoch'] for r in rows] == ['1', '2'] and len(h.rows) == 2
+    # train accuracy without the Recorder's train metrics; test loss and accuracy are the Recorder's
+    assert not learn.recorder.train_metrics and 0 <= h.rows[-1]['train_accuracy'] <= 1
+    assert h.rows[-1]['test_accuracy'] == pytest.approx(float(learn.recorder.values[-1][-1]))
+    assert h.rows[-1]['test_loss'] == pytest.approx(float(learn.recorder.values[-1][1]))
+
+def test_history_stops_on_a_non_finite_test_loss(learn):
+    class Poison(History.__base__):  # a test loss of NaN, as a run whose BatchNorm statistics diverged gives
+        order = 60
+        def after_loss(self):
+            if not self.training: self.learn.loss = self.loss*float('nan')
+    with pytest.raises(NonFiniteLoss, match='test loss became NaN or infinite in epoch 1'):
+        learn.fit(1, 1e-2, cbs=[Poison(), History()])
+    assert not (learn.path/'history.csv').exists()
+
+def test_checkpoint_loads_as_plain_data_and_restores_every_stream(learn):
+    ck = Checkpoint(config=dict(random_seed=1))
+    learn.fit(1, 1e-2, cbs=[History(), ck])
+    st = torch.load(learn.path/'checkpoint.pth', weights_only=True)  # no unpickling of objects
+    assert st['epoch'] == 0 and st['config'] == dict(random_seed=1) and set(st['model']) == set(learn.model.state_dict())
+    a = rng_state(learn)
+    draws = (torch.rand(3), np.random.rand(3), learn.dls.train.rng.random())
+    set_rng_state(learn, a)
+    again = (torch.rand(3), np.random.rand(3), learn.dls.train.rng.random())
+    assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
+
+def test_results_need_finite_weights(learn):
+    class Break(History.__base__):
+        order = 75  # before RunArtefacts (80)
+        def after_fit(self):
+            with torch.no_grad(): next(self.model.parameters()).fill_(float('inf'))
+    with pytest.raises(NonFiniteLoss, match='NaN or infinite weights'):
+        learn.fit(1, 1e-2, cbs=[History(), Break(), RunArtefacts()])
+    assert not (learn.path/'results.json').exists()
+
+def test_results_and_flip_tta_in_bf16(learn):
+    learn.add_cb(CPUAutocast())
+    learn.fit(1, 1e-2, cbs=[History(), RunArtefacts(dict(note='x'))])
+    res = json.loads((learn.path/'results.json').read_text())
+    assert res['note'] == 'x' and res['epochs'] == 1 and 0 <= res['final_test_accuracy_flip_tta'] <= 1
+    # flip TTA by hand, in the same precision: the image's and its mirror's softmax averaged
+    learn.model.eval()
+    hits = n = 0
+    with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
+        for x, y in learn.dls.valid:
+            p = learn.model(x).float().softmax(-1) + learn.model(x.flip(-1)).float().softmax(-1)
+            hits, n = hits + (p.argmax(-1) == y).sum().item(), n + len(y)
+    assert res['final_test_accuracy_flip_tta'] == pytest.approx(hits/n, abs=1/n + 1e-9)
+    for png in ('curves.png', 'confusion_matrix.png'): assert (learn.path/png).stat().st_size > 1000
