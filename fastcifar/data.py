@@ -4,14 +4,14 @@ import torch
 from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ItemTransform, IndexSplitter,
                                IntToFloatTensor, Normalize, TensorImage)
 from .sources import CLASSES, DataError, load_cifar
+from .images import SIZE
 from .augment import batch_augs
 
-__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'AUGS', 'aug_spec', 'albumentations_pipeline', 'GetImage', 'GetLabel', 'seed_augs', 'AlbumentationsTransform', 'cifar_items',
+__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'AUGS', 'aug_spec', 'albumentations_pipeline', 'GetImage', 'GetLabel', 'seed_augs', 'AlbumentationsTransform', 'HOLDOUT', 'cifar_items',
            'cifar_block', 'cifar_dls']
 
 STATS = ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])  # the seed's normalisation (mean, std)
 MEAN_FILL = tuple(round(255*m) for m in STATS[0])             # cutout fill: the data set mean, in pixels
-SIZE = 32                                                     # CIFAR-10's side, the Net's input
 
 # The seed's augmentation as data; every executor reads these. The seed called, with p=0.5 each: HorizontalFlip,
 # ShiftScaleRotate(shift 0.0625, scale 0.1, rotate 7) and CoarseDropout ("16x16 holes"), albumentations unpinned.
@@ -109,13 +109,22 @@ def _subset(y, frac, split, seed=0):
         keep.append(rng.choice(idx, k, replace=False))
     return np.sort(np.concatenate(keep))
 
-def cifar_items(data, frac=1.0):
-    "(image array, class name) items of a `Cifar`, train then test, and the test indices; `frac` of each class (seeded)."
-    # the subset's seed is fixed: runs with different random seeds train on the same images
-    tr, te = _subset(data.y_train, frac, 'training'), _subset(data.y_test, frac, 'test')
-    tr = [(data.x_train[i], data.classes[data.y_train[i]]) for i in tr]
-    te = [(data.x_test[i], data.classes[data.y_test[i]]) for i in te]
-    return tr + te, range(len(tr), len(tr)+len(te))
+HOLDOUT = 0.1  # the validation split carved from the training images: 5,000 of 50,000 (500 a class), seeded
+
+def cifar_items(data, frac=1.0, valid='test'):
+    "(image array, class name) items, train then validation, and the validation indices; `frac` of each class (seeded)."
+    # valid: 'test', the test set (as the seed did); 'holdout', a fixed HOLDOUT of the training images, the test set
+    # left unseen, for choosing settings. The subsets' seeds are fixed: runs of any random seed see the same images.
+    if valid not in ('test', 'holdout'): raise DataError(f"--valid {valid}: unknown; choose test or holdout")
+    xt, yt, xv, yv = data.x_train, data.y_train, data.x_test, data.y_test
+    if valid == 'holdout':
+        ho = _subset(yt, HOLDOUT, 'training', seed=1)
+        rest = np.setdiff1d(np.arange(len(yt)), ho)
+        xt, yt, xv, yv = xt[rest], yt[rest], xt[ho], yt[ho]
+    tr, va = _subset(yt, frac, 'training'), _subset(yv, frac, 'validation' if valid == 'holdout' else 'test')
+    tr = [(xt[i], data.classes[yt[i]]) for i in tr]
+    va = [(xv[i], data.classes[yv[i]]) for i in va]
+    return tr + va, range(len(tr), len(tr)+len(va))
 
 _EXECUTORS = ('albumentations', 'batch')
 
@@ -135,10 +144,10 @@ def cifar_block(valid_idx, augment=True, seed=None, cutout=None, aug='readme', e
                      item_tfms=item, batch_tfms=batch + [Normalize.from_stats(*STATS)])
 
 def cifar_dls(source=None, bs=128, workers=0, augment=True, frac=1.0, seed=None, device=None, data=None, cutout=None,
-              aug='readme', executor='albumentations'):
-    "CIFAR-10 `DataLoaders` from any source `load_cifar` takes (or an already loaded `data`)."
+              aug='readme', executor='albumentations', valid='test'):
+    "CIFAR-10 `DataLoaders` from any source `load_cifar` takes (or an already loaded `data`); `valid`: see `cifar_items`."
     data = data if data is not None else load_cifar(source)
-    items, valid_idx = cifar_items(data, frac)
+    items, valid_idx = cifar_items(data, frac, valid)
     dls = cifar_block(valid_idx, augment, seed, cutout, aug, executor).dataloaders(items, bs=bs, num_workers=workers, device=device)
     dls.train.drop_last = False  # the seed's 391 steps an epoch: the last, partial batch is trained on too
     dls.source = data.source

@@ -92,7 +92,10 @@ class Predictor:
     def __repr__(self): return f'{type(self).__name__}({self.source!r}, {len(self.classes)} classes)'
     def probs(self, x, tta=False):
         "float32 (N, classes) CPU tensor of softmax probabilities of uint8 (N,size,size,3) RGB images `x`"
-        raise NotImplementedError
+        # flip TTA: the mean with the mirror image's (never `learn.tta`, which applies the training augmentation)
+        p = self._probs(x)
+        return (p + self._probs(np.ascontiguousarray(x[:, :, ::-1])))/2 if tta else p
+    def _probs(self, x): raise NotImplementedError
     def _check_topk(self, topk):
         if not isinstance(topk, int) or not 1 <= topk <= len(self.classes):
             raise ValueError(f'topk {topk}: must be 1 to {len(self.classes)} (the number of classes)')
@@ -128,7 +131,7 @@ class LearnerPredictor(Predictor):
         except Exception: raise ModelError(f'not a classifier Learner: {source} has no class vocabulary') from None
         super().__init__(classes, source, SIZE, bs)
         self.learn = learn
-    def _preds(self, x):
+    def _probs(self, x):
         learn = self.learn
         # items are (image,) tuples: the DataBlock's `GetImage` takes the first element; rm_type_tfms=0 keeps it
         # no worker processes: the items are decoded arrays already (and a GPU run's export may ask for 8)
@@ -137,10 +140,6 @@ class LearnerPredictor(Predictor):
         amp = [cb for cb in learn.cbs if type(cb).__name__ in ('CPUAutocast', 'MixedPrecision')]
         with learn.no_bar(), learn.removed_cbs(amp): p, _ = learn.get_preds(dl=dl)
         return p.float().cpu()
-    def probs(self, x, tta=False):
-        p = self._preds(x)
-        # flip TTA: mean with the mirror image's prediction (not `learn.tta`, which applies the training augmentation)
-        return (p + self._preds(np.ascontiguousarray(x[:, :, ::-1]))) / 2 if tta else p
 
 class SafePredictor(Predictor):
     "Predictions of a bare `nn.Module` with the json's preprocessing: scale to [0,1], normalise (no fastai)"
@@ -156,14 +155,10 @@ class SafePredictor(Predictor):
         x = np.ascontiguousarray(x)
         t = torch.from_numpy(x if x.flags.writeable else x.copy()).to(self.device).permute(0, 3, 1, 2).contiguous()
         return (t.float().div_(self.scale) - self.mean) / self.std  # IntToFloatTensor, then Normalize
-    def probs(self, x, tta=False):
+    def _probs(self, x):
         out = []
         with torch.inference_mode():
-            for i in range(0, len(x), self.bs):
-                xb = self.preprocess(x[i:i+self.bs])
-                p = self.model(xb).float().softmax(-1)
-                if tta: p = (p + self.model(xb.flip(-1)).float().softmax(-1)) / 2
-                out.append(p.cpu())
+            for i in range(0, len(x), self.bs): out.append(self.model(self.preprocess(x[i:i+self.bs])).float().softmax(-1).cpu())
         return torch.cat(out) if out else torch.empty(0, len(self.classes))
 
 # --------------------------------------------------------------------------------------------------------- loading

@@ -7,6 +7,7 @@ import argparse
 from dataclasses import dataclass
 from .data import AUGS
 from .model import DROPOUT
+from .images import SIZE
 
 __all__ = ['SCHEDULE', 'Setting', 'SETTINGS', 'RECIPES', 'RECIPE_KEYS', 'RecipeError', 'resolve', 'parser', 'rerun_command',
            'markdown_table']
@@ -47,8 +48,9 @@ SETTINGS = (
     Setting('label_smoothing', float, None, 'label smoothing of the cross-entropy (0: none)', _frac, '0 or more and below 1'),
     Setting('dropout', float, None, "probability of the Net's Dropout layers", _frac, '0 or more and below 1'),
     Setting('aug_spec', str, None, "the seed's augmentation: readme (as its README says) or albu2 (its calls under albumentations 2.x)", lambda v: v in AUGS, ' or '.join(AUGS)),
-    Setting('cutout', int, None, 'one square cutout hole of this side in pixels, 0 for none (default: the augmentation\'s own holes)', lambda v: 0 <= v <= 32, 'from 0 (no cutout) to 32 pixels'),
+    Setting('cutout', int, None, 'one square cutout hole of this side in pixels, 0 for none (default: the augmentation\'s own holes)', lambda v: 0 <= v <= SIZE, f'from 0 (no cutout) to {SIZE} pixels'),
     Setting('aug', str, 'albumentations', 'where the augmentation runs: albumentations (per image, the design) or batch (torch ops on whole batches, on the training device; same distributions)', lambda v: v in ('albumentations', 'batch'), 'albumentations or batch'),
+    Setting('valid', str, 'test', 'the validation set: test (the test set, as the seed) or holdout (5,000 training images, seeded; the test set unseen: for choosing settings)', lambda v: v in ('test', 'holdout'), 'test or holdout'),
     Setting('frac', float, 1.0, 'fraction of each split to use, the same for every class (seeded), for quick runs', lambda v: 0 < v <= 1, 'above 0 and at most 1'),
     Setting('random_seed', int, 42, 'random seed of weights, order and augmentation'),
     Setting('precision', str, 'auto', 'auto, fp32, bf16 or fp16 (auto: bf16 where supported)', lambda v: v in ('auto', 'fp32', 'bf16', 'fp16'), 'auto, fp32, bf16 or fp16'),

@@ -6,7 +6,8 @@ from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
 from PIL import Image, UnidentifiedImageError
-from .images import to_rgb32
+from .images import SIZE, to_rgb32
+from .files import atomic_write
 
 # fastai.data.external (URLs, fastai_cfg, untar_data) is imported on first use, not here: importing this module
 # stays cheap.
@@ -114,7 +115,7 @@ def _decode_folder(files):
     res = []
     for split in ('train','test'):
         fs, y = files[split]
-        x = np.empty((len(fs),32,32,3), np.uint8)
+        x = np.empty((len(fs),SIZE,SIZE,3), np.uint8)
         for i,f in enumerate(fs): x[i] = _read_img(f)
         res += [x, y]
     return tuple(res)
@@ -229,20 +230,19 @@ def _load_npz(f):
     try:
         with np.load(f) as z: a = tuple(z[k] for k in _KEYS)
     except Exception: return None
-    ok = all(x.dtype == np.uint8 and x.shape[1:] == (32,32,3) and y.dtype == np.int64 and y.shape == (len(x),)
+    ok = all(x.dtype == np.uint8 and x.shape[1:] == (SIZE,SIZE,3) and y.dtype == np.int64 and y.shape == (len(x),)
              for x,y in (a[:2], a[2:]))
     return a if ok else None
 
+def _write_npz(p, arrs):
+    with open(p, 'wb') as fh: np.savez(fh, **dict(zip(_KEYS, arrs)))  # a file object: np.savez adds no '.npz'
+
 def _save_npz(f, arrs):
     "Write `arrs` to `f` atomically (temp file in the same folder, then `os.replace`)"
-    tmp = f.with_name(f'.{f.name}.{socket.gethostname()}-{os.getpid()}.part')
     try:
         f.parent.mkdir(parents=True, exist_ok=True)
-        with open(tmp, 'wb') as fh: np.savez(fh, **dict(zip(_KEYS, arrs)))
-        os.replace(tmp, f)
+        atomic_write(f, lambda p: _write_npz(p, arrs))
     except OSError as e:
-        try: tmp.unlink(missing_ok=True)
-        except OSError: pass  # e.g. the cache path is a file: there is no temp file either
         warnings.warn(f'could not cache decoded CIFAR-10 at {f} ({e}); it will be decoded again next time')
 
 def _cached(key, name, decode):

@@ -2,7 +2,7 @@
 
 `train()` reads top to bottom: settings, run folder, checkpoint, data, learner, callbacks, restore, fit, export.
 """
-import importlib, os, platform, subprocess, sys, torch
+import importlib, os, pickle, platform, subprocess, sys, warnings, numpy as np, torch
 from pathlib import Path
 from torch import nn
 from fastcore.xtras import ContextManagers
@@ -115,7 +115,7 @@ def _workers(workers, device):
 
 # ------------------------------------------------------------------------------------------------------ the steps
 
-_OLD = dict(recipe='seed', label_smoothing=0., dropout=0.05, cutout=16, aug_spec='readme', world_size=1)  # what older checkpoints lack
+_OLD = dict(recipe='seed', label_smoothing=0., dropout=0.05, cutout=16, aug_spec='readme', aug='albumentations', valid='test', world_size=1)  # what older checkpoints lack
 
 def _settings(kw):
     "Every setting of the run, checked: given > recipe > default."
@@ -134,10 +134,20 @@ def _open_folder(cfg, rank):
     if err: raise TrainError(err)
     return folder, Path(path)
 
+# numpy arrays and scalars as checkpoints of fastcifar 2007a1b and before hold them (random states, fastai's scheduled
+# hyper-parameters): data constructors only, allowed by name; nothing else a file names is called
+_NUMPY_DATA = [np.zeros(1).__reduce__()[0], np.ndarray, np.dtype, type(np.dtype(np.uint32)), type(np.dtype(np.float64)),
+               np.float64(0).__reduce__()[0]]
+
 def _load_checkpoint(out):
     "The checkpoint in run folder `out`, loaded as tensors and plain data only (no code from the file runs)."
     f = out/'checkpoint.pth'
-    try: ck = torch.load(f, map_location='cpu', weights_only=True)  # a GPU run's resumes on the CPU too
+    try:
+        with torch.serialization.safe_globals(_NUMPY_DATA), warnings.catch_warnings():
+            warnings.simplefilter('ignore')  # torch's notes on pickle protocols: the outcome is what matters
+            ck = torch.load(f, map_location='cpu', weights_only=True)  # a GPU run's resumes on the CPU too
+    except pickle.UnpicklingError:
+        raise TrainError(f'cannot resume from {f}: it holds objects other than tensors and plain data, so it was not loaded (nothing in it ran); start the run again with --overwrite') from None
     except Exception as e:
         why = ' '.join(str(e).split())[:160]
         raise TrainError(f'cannot resume from {f}: corrupt, truncated or not a fastcifar checkpoint ({type(e).__name__}: {why}); start the run again with --overwrite') from None
@@ -161,7 +171,7 @@ def _run_config(cfg, ck, ws):
 def _data(cfg, rank):
     with rank0_first():  # rank 0 extracts and caches (or downloads) the data once
         dls = cifar_dls(cfg['data'], bs=cfg['bs'], workers=_workers(cfg['workers'], default_device()), frac=cfg['frac'],
-                        seed=cfg['random_seed'] + rank, cutout=cfg['cutout'], aug=cfg['aug_spec'], executor=cfg['aug'])
+                        seed=cfg['random_seed'] + rank, cutout=cfg['cutout'], aug=cfg['aug_spec'], executor=cfg['aug'], valid=cfg['valid'])
     return dls
 
 def _learner(cfg, dls, out):
@@ -251,6 +261,11 @@ def main(argv=None):
     args = parser(description="Train a CIFAR-10 recipe with fastai; write history, curves, confusion matrix, results and the model.").parse_args(argv)
     try: train(**vars(args))
     except Interrupted as e: print(f'fastcifar.train: {e}', file=sys.stderr); sys.exit(130)
-    except (TrainError, DataError, NonFiniteLoss, ModelError) as e: sys.exit(f'fastcifar.train: error: {e}')
+    except (TrainError, DataError, NonFiniteLoss, ModelError) as e: sys.exit(f'fastcifar.train: error: {_line(e)}')
+
+def _line(e):
+    "The message of `e` as one line: fastai prefixes one raised in a callback with a line naming the callback."
+    lines = [l.strip() for l in str(e).splitlines() if l.strip()]
+    return lines[-1] if lines else type(e).__name__
 
 if __name__ == '__main__': main()

@@ -3,10 +3,12 @@ import csv, json, os, re, numpy as np
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace as NS
+from fastcifar.recipe import RECIPES as _RECIPES
+from fastcifar.data import AUGS
 
 __all__ = ['RESULTS', 'ROOT', 'EPOCHS', 'KEYS', 'LEGACY', 'RECIPES', 'SEED_RECIPE', 'IMPROVED', 'pct', 'pts', 'mean_sd',
            'seed_table', 'settings', 'machine', 'load_run', 'load_runs', 'is_seed', 'changes', 'command', 'group_runs',
-           'seed_group', 'improved_group', 'seed_distance', 'headline', 'report', 'main']
+           'seed_group', 'improved_group', 'seed_distance', 'headline', 'report', 'derived_blocks', 'sync_readme', 'main']
 
 RESULTS = Path(__file__).resolve().parent
 ROOT = RESULTS.parent
@@ -19,11 +21,14 @@ KEYS = ('recipe', 'wd', 'label_smoothing', 'dropout', 'cutout', 'aug_spec', 'mod
 # What a results.json written before a setting was recorded ran with: the seed's dropout and 16x16 hole (no flag
 # changed them yet), its README's augmentation, and the Net's first layout (Dropout after the depthwise conv too).
 LEGACY = dict(recipe='seed', label_smoothing=0., dropout=0.05, cutout=16, aug_spec='readme', model_version=1)
-# What each recipe sets, as fastcifar's RECIPES has it, with `cutout` None (the augmentation's own) resolved where the
-# augmentation has one square hole; tests/test_results.py holds these to the package.
-SEED_RECIPE = dict(wd=1e-4, label_smoothing=0., dropout=0.05, cutout=16, aug_spec='readme')
-IMPROVED = dict(wd=5e-4, label_smoothing=0.1, dropout=0., cutout=0, aug_spec='readme')
-RECIPES = {'seed': SEED_RECIPE, 'seed-albu2': dict(SEED_RECIPE, aug_spec='albu2', cutout=None), 'improved': IMPROVED}
+def _resolved(r):
+    "A recipe's settings with `cutout` None (the augmentation's own) made the side of its one square hole, if it has one."
+    aug = AUGS[r['aug_spec']]
+    own = aug['hole'][0] if aug['holes'] == (1, 1) and aug['hole'][0] == aug['hole'][1] else None
+    return dict(r, cutout=own if r['cutout'] is None else r['cutout'])
+
+RECIPES = {k: _resolved(v) for k, v in _RECIPES.items()}  # what each recipe sets, from fastcifar.recipe
+SEED_RECIPE, IMPROVED = RECIPES['seed'], RECIPES['improved']
 _WORDS = dict(wd=lambda v: f'wd {_sci(v)}', label_smoothing=lambda v: f'label smoothing {v:g}',
               dropout=lambda v: f'dropout {v:g}', cutout=lambda v: f'cutout {v}x{v}' if v else 'no cutout',
               aug_spec=lambda v: f'augmentation {v}')
@@ -321,10 +326,29 @@ two or more runs.
 {_beyond_prose(gs, ref, seed)}
 {_chosen(gs, ref)}"""
 
+def derived_blocks():
+    "The top README's generated blocks, by marker name: the headline, the flags table, the architecture table."
+    from fastcifar.recipe import markdown_table as flags
+    from fastcifar.model import markdown_table as layers
+    return dict(headline=headline(), flags=flags(), layers=layers())
+
+def sync_readme(text):
+    "`text` (the top README) with each `<!-- name -->` ... `<!-- /name -->` block replaced by its generated content."
+    for name, block in derived_blocks().items():
+        a, b = f'<!-- {name} -->', f'<!-- /{name} -->'
+        i, j = text.index(a) + len(a), text.index(b)
+        text = text[:i] + '\n' + block + '\n' + text[j:]
+    return text
+
+def _write(path, text):
+    tmp = Path(f'{path}.tmp')
+    tmp.write_text(text); os.replace(tmp, path)
+    print(f'wrote {path}')
+
 def main(out=RESULTS/'README.md'):
-    "Write results/README.md atomically (a temporary file renamed into place)."
-    text, tmp = report(), Path(f'{out}.tmp')
-    tmp.write_text(text); os.replace(tmp, out)
-    print(f'wrote {out}')
+    "Write results/README.md and the top README's generated blocks, atomically (temporary files renamed into place)."
+    _write(out, report())
+    top = ROOT/'README.md'
+    _write(top, sync_readme(top.read_text()))
 
 if __name__ == '__main__': main()

@@ -148,3 +148,17 @@ def test_cutout_flag_overrides_either_augmentation():
         assert aug_spec(aug, 8)['hole'] == (8, 8) and aug_spec(aug, 8)['holes'] == (1, 1) and aug_spec(aug, 0)['cutout'] == 0
         assert aug_spec(aug, 8)['fill'] == AUGS[aug]['fill']
     with pytest.raises(ValueError, match='unknown'): aug_spec('albu1')
+
+def test_holdout_validation_is_carved_from_training_images():
+    from fastcifar.sources import Cifar
+    x, y, xt, yt = synthetic_arrays(20, 4)
+    c = Cifar(x, y, xt, yt, CLASSES, 'syn')
+    items, valid = cifar_items(c, valid='holdout')
+    tr, va = items[:valid.start], items[valid.start:]
+    assert len(tr) == 180 and len(va) == 20 and all([l for _, l in va].count(k) == 2 for k in CLASSES)  # 10% of each class
+    seen = {a.tobytes() for a in x}
+    assert all(a.tobytes() in seen for a, _ in items) and not {a.tobytes() for a, _ in tr} & {a.tobytes() for a, _ in va}
+    assert not {a.tobytes() for a in xt} & {a.tobytes() for a, _ in items}  # the test set is never seen
+    again, _ = cifar_items(c, valid='holdout')
+    assert all(np.array_equal(p[0], q[0]) for p, q in zip(items, again))  # fixed, whatever the run's random seed
+    with pytest.raises(DataError, match='--valid dev: unknown'): cifar_items(c, valid='dev')

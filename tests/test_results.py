@@ -115,21 +115,12 @@ def test_report_without_the_seed_table(report):
     assert "The seed's per-epoch table was not found" in text and 'the seed, as published' not in text
     assert report.seed_table('/nonexistent/epochs.csv') is None
 
-def test_report_recipes_are_the_package_s(report):
-    "report.py's copy of each recipe's settings is fastcifar's (a `cutout` of None resolved to the augmentation's one hole)."
-    mod = importlib.import_module('fastcifar.recipe' if importlib.util.find_spec('fastcifar.recipe') else 'fastcifar.train')
-    from fastcifar.data import AUGS
-    for name, r in mod.RECIPES.items():
-        want, aug = dict(r), AUGS[r['aug_spec']]
-        if want['cutout'] is None and aug['holes'] == (1, 1) and aug['hole'][0] == aug['hole'][1]: want['cutout'] = aug['hole'][0]
-        assert report.RECIPES.get(name) == want, name
-
 def test_top_readme_quotes_the_headline(report, seed_table_env):
     "The top-level README's results table is report.headline(), verbatim."
     lines = README.splitlines()
     for l in report.headline().splitlines(): assert l in lines, l
 
-def test_readme_tables_are_derived_from_the_code():
-    "The README's flags table comes from fastcifar.recipe.SETTINGS and RECIPES."
-    from fastcifar.recipe import markdown_table
-    assert markdown_table() in (ROOT/'README.md').read_text()
+def test_readme_generated_blocks_are_current(report, seed_table_env):
+    "The README's headline, flags table (fastcifar.recipe) and architecture table (fastcifar.model) are generated."
+    text = (ROOT/'README.md').read_text()
+    assert text == report.sync_readme(text), 'run python results/report.py'

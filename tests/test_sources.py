@@ -9,7 +9,7 @@ from fastcifar.synthetic import synthetic_arrays, write_folder, write_pickles, w
 
 NTR, NTE = 3, 2  # images per class: tiny, so every test is fast
 KW = dict(n_train_per_class=NTR, n_test_per_class=NTE)
-REAL = Path(os.environ.get('FASTCIFAR_DATA', Path(__file__).resolve().parents[1].parent/'shared'/'data'/'cifar10.tgz'))
+from tests.conftest import SHARED as REAL
 
 @pytest.fixture(autouse=True)
 def _env(tmp_path, monkeypatch):
@@ -194,7 +194,7 @@ def test_leftover_part_ignored(tmp_path):
     "Folders a killed extraction left behind are not trusted, and this machine's dead ones are removed"
     a = write_tgz(tmp_path/'cifar10.tgz', **KW)
     st = a.stat()
-    name = f'cifar10-{st.st_size}-{st.st_mtime_ns}'
+    name = f'cifar10-{sources._where(a)}-{st.st_size}-{st.st_mtime_ns}'
     ex = cache_root()/'extracted'
     dead, other = ex/f'.{name}.part-{socket.gethostname()}-99999999', ex/f'.{name}.part-otherhost-1'
     for p in (dead, other): (p/'cifar10'/'train').mkdir(parents=True)

@@ -95,8 +95,9 @@ def test_fit_applies_that_schedule(run2):
     np.testing.assert_allclose(hps['mom'], [_at(s['mom'], i/n) for i in range(n)], rtol=1e-6)
 
 def test_weight_decay_is_l2_on_every_parameter(run2):
-    out, learn = run2
-    assert all(g['weight_decay'] == WD for g in learn.opt.opt.param_groups)
+    assert all(g['weight_decay'] == WD for g in run2[1].opt.opt.param_groups)  # the run's optimizer, read only
+    learn = seed_learner(run2[1].dls, wd=WD)  # a fresh one to step: the module's run stays as it trained
+    learn.create_opt()
     learn.opt.set_hypers(lr=0.1, mom=0., wd=1e-2)
     before = {n: p.detach().clone() for n, p in learn.model.named_parameters()}
     for p in learn.model.parameters(): p.grad = torch.zeros_like(p)
@@ -150,12 +151,18 @@ def test_help_explains_each_flag():
                                       (('--bs', '0'), '--bs 0'), (('--model', 'no.such.module'), '--model no.such.module'),
                                       (('--recipe', 'fancy'), '--recipe fancy'), (('--dropout', '1.5'), '--dropout 1.5'),
                                       (('--label-smoothing', '-0.1'), '--label-smoothing -0.1'), (('--cutout', '40'), '--cutout 40'),
-                                      (('--model', 'fastcifar.model', '--dropout', '0'), '--dropout sets')])
-def test_bad_flags_give_one_line(tiny_tgz, tmp_path, args, msg):
-    r = cli('--data', tiny_tgz, '--out', tmp_path/'r', '--epochs', 1, *args)
-    assert r.returncode != 0 and msg in r.stderr
-    assert len(r.stderr.strip().splitlines()) == 1 and 'Traceback' not in r.stderr
-    assert not (tmp_path/'r').exists() or not any((tmp_path/'r').iterdir())
+                                      (('--model', 'fastcifar.model', '--dropout', '0'), '--dropout sets'),
+                                      (('--aug', 'gpu'), '--aug gpu'), (('--valid', 'dev'), '--valid dev')])
+def test_bad_flags_give_one_line(tiny_tgz, tmp_path, args, msg, capsys):
+    from fastcifar.train import main
+    with pytest.raises(SystemExit) as e: main(['--data', str(tiny_tgz), '--out', str(tmp_path/'r'), '--epochs', '1', *args])
+    err = str(e.value.code)
+    assert e.value.code != 0 and msg in err and len(err.strip().splitlines()) == 1 and err.startswith('fastcifar.train: error: ')
+    assert not (tmp_path/'r').exists()  # nothing made: a folder the run created goes when it fails before writing
+
+def test_bad_flag_on_the_command_line(tiny_tgz, tmp_path):
+    r = cli('--data', tiny_tgz, '--out', tmp_path/'r', '--epochs', 1, '--bs', 0)
+    assert r.returncode == 1 and r.stderr.strip() == 'fastcifar.train: error: --bs 0: must be 1 or more'
 
 def test_existing_run_is_never_overwritten(run2, tiny_tgz):
     out, _ = run2
@@ -171,8 +178,9 @@ def test_nan_loss_stops_with_a_clear_message(tiny_tgz, tmp_path):
 
 def _weights(out): return torch.load(out/'checkpoint.pth', weights_only=True)['model']
 
-def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path):
-    args = ('--data', tiny_tgz, '--epochs', 4, '--bs', 16)
+@pytest.mark.parametrize('aug', ['albumentations', 'batch'])
+def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path, aug):
+    args = ('--data', tiny_tgz, '--epochs', 4, '--bs', 16) + (('--aug', aug) if aug != 'albumentations' else ())
     full = tmp_path/'full'
     r = cli(*args, '--out', full)
     assert r.returncode == 0
@@ -196,7 +204,7 @@ def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path):
     assert res['epochs'] == 4
     # the command that started the run, as typed, and the one that resumed it
     # a command that reruns the run anywhere (no machine paths), and that it was resumed
-    assert res['command'] == f"python -m fastcifar.train --data {tiny_tgz.name} --out runs/cut --recipe seed --epochs 4 --bs 16"
+    assert res['command'] == f"python -m fastcifar.train --data {tiny_tgz.name} --out runs/cut --recipe seed --epochs 4 --bs 16" + (' --aug batch' if aug == 'batch' else '')
     assert res['resumed'] is True and len(res['commit']) >= 40
     a, b = _weights(full), _weights(cut)
     for k in a: assert torch.equal(a[k], b[k]), k

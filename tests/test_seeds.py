@@ -1,0 +1,22 @@
+"The multi-seed runner: one run folder a seed, resumed or skipped as they stand, and a summary of real statistics."
+import json, statistics, pytest
+from fastcifar.seeds import main, run_seeds, summarise
+
+def test_two_seeds_run_and_summarise(tiny_tgz, tmp_path):
+    sm = run_seeds([1, 2], tmp_path/'s', data=str(tiny_tgz), epochs=1, bs=32, precision='fp32')
+    res = [json.loads((tmp_path/'s'/f'seed{s}'/'results.json').read_text()) for s in (1, 2)]
+    assert sm['n'] == 2 and sm['seeds'] == [1, 2] and [r['random_seed'] for r in res] == [1, 2] and not sm['failed']
+    acc = [r['final_test_accuracy'] for r in res]
+    assert sm['final_test_accuracy']['mean'] == pytest.approx(statistics.fmean(acc))
+    assert sm['final_test_accuracy']['sd'] == pytest.approx(statistics.stdev(acc)) and sm['final_test_accuracy']['min'] == min(acc)
+    assert json.loads((tmp_path/'s'/'summary.json').read_text())['n'] == 2
+    assert 'final test accuracy' in (tmp_path/'s'/'summary.md').read_text()
+    # a second call trains nothing (both runs are finished): the folders stay as they are
+    before = [(tmp_path/'s'/f'seed{s}'/'history.csv').stat().st_mtime_ns for s in (1, 2)]
+    assert run_seeds([1, 2], tmp_path/'s', data=str(tiny_tgz), epochs=1, bs=32)['n'] == 2
+    assert [(tmp_path/'s'/f'seed{s}'/'history.csv').stat().st_mtime_ns for s in (1, 2)] == before
+
+def test_a_failed_seed_is_reported(tiny_tgz, tmp_path):
+    with pytest.raises(SystemExit, match='1 of 1 runs failed'):
+        main(['--data', str(tiny_tgz), '--out', str(tmp_path/'s'), '--seeds', '3', '--epochs', '1', '--bs', '0'])
+    assert summarise([tmp_path/'s'/'seed3'])['n'] == 0
