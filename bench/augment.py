@@ -1,17 +1,14 @@
 """The training data path's throughput per augmentation executor (albumentations per item, `BatchAug` per batch), on
 the CPU, no model: synthetic decoded images -> augmentation -> normalised batches. `python -m bench.augment`."""
-import json, platform, statistics, time, torch
+import json, time, torch
 from fastcore.script import call_parse
 from fastcifar.data import cifar_dls
 from fastcifar.sources import Cifar
 from fastcifar.synthetic import synthetic_arrays
 
-__all__ = ['cpu_name', 'images_per_s']
+from bench.compute import cpu_name, summarise
 
-def cpu_name():
-    "The CPU's model name, from /proc/cpuinfo where there is one."
-    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): return platform.processor() or platform.machine()
+__all__ = ['images_per_s']
 
 def images_per_s(dls):
     "Images a second over one full pass of `dls.train`."
@@ -34,7 +31,7 @@ def main(n:int=10_000,       # synthetic training images
         for e, d in dls.items(): ips[e].append(images_per_s(d))
     meta = dict(date=time.strftime('%Y-%m-%d %H:%M'), cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__,
                 n=n, bs=bs, aug=aug, rounds=rounds)
-    res = {e: dict(median=statistics.median(v), min=min(v), max=max(v), n=len(v)) for e, v in ips.items()}
+    res = {e: summarise(v) for e, v in ips.items()}
     print(f"{meta['date']}  {meta['cpu']}  {meta['threads']} threads  torch {meta['torch']}  {n} images, bs {bs}, aug {aug}")
     for e, r in res.items(): print(f"{e:15} {r['median']:9.0f} images/s (min {r['min']:.0f}, max {r['max']:.0f}, {r['n']} passes)")
     if out: open(out, 'w').write(json.dumps(dict(meta=meta, results=res), indent=2) + '\n')

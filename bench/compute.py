@@ -42,7 +42,13 @@ def eval_times(device='cpu', precision='bf16', channels_last=True, bs=128, steps
     return ts[warmup:]
 
 def summarise(ts):
+    "Median, min, max and count of repeated measurements: every benchmark reports these."
     return dict(median=statistics.median(ts), min=min(ts), max=max(ts), n=len(ts))
+
+def cpu_name():
+    "The CPU's model name, from /proc/cpuinfo where there is one (platform's answer is often empty on Linux)."
+    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
+    except (OSError, StopIteration): return platform.processor() or platform.machine()
 
 def compute_bound(device='cpu', precision='bf16', channels_last=True, steps=20, train_steps=391, eval_batches=79):
     "Seconds an epoch (391 train steps + 79 test batches of 128) at the compute bound."

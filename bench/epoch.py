@@ -1,11 +1,11 @@
 """A real CPU epoch through fastcifar's Learner, split into data, step and fastai overhead, against the compute bound
 measured in the same run; and the data pipeline alone. `python -m bench.epoch --data PATH`."""
-import json, platform, resource, statistics, time, torch
+import json, resource, time, torch
 from fastcore.script import call_parse
 from fastai.callback.core import Callback
 from fastcifar.data import cifar_dls
 from fastcifar.train import seed_learner, fit_seed_cycle, pick_precision
-from bench.compute import compute_bound
+from bench.compute import compute_bound, cpu_name, summarise
 
 class EpochTimer(Callback):
     "Seconds spent waiting for batches, inside batches (forward, backward, step, callbacks), and in each phase."
@@ -29,7 +29,6 @@ def data_epoch(dls):
     n = sum(len(b[0]) for b in dls.train)
     return n, time.perf_counter() - t
 
-def med(xs): return dict(median=statistics.median(xs), min=min(xs), max=max(xs), n=len(xs))
 
 @call_parse
 def main(data:str='../shared/data/cifar10.tgz', # CIFAR-10 source
@@ -51,10 +50,10 @@ def main(data:str='../shared/data/cifar10.tgz', # CIFAR-10 source
                            # in-batch time beyond the bare step: fastai's loop, callbacks, metrics
                            step_overhead_s=tm.step - bound['step_s']['median']*len(dls.train),
                            ratio_to_bound=wall/bound['epoch_s']))
-    res = dict(date=time.strftime('%Y-%m-%d %H:%M'), machine=platform.processor() or platform.machine(),
+    res = dict(date=time.strftime('%Y-%m-%d %H:%M'), machine=cpu_name(),
                threads=torch.get_num_threads(), torch=torch.__version__, precision=prec, compute_bound=bound,
-               data_pipeline=dict(images_per_s=med([n/s for n, s in pipe]), epoch_s=med([s for _, s in pipe])),
-               epoch=epochs, epoch_ratio=med([e['ratio_to_bound'] for e in epochs]),
+               data_pipeline=dict(images_per_s=summarise([n/s for n, s in pipe]), epoch_s=summarise([s for _, s in pipe])),
+               epoch=epochs, epoch_ratio=summarise([e['ratio_to_bound'] for e in epochs]),
                peak_rss_mb=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1024)
     print(f"compute bound ({prec}, channels-last): {bound['step_s']['median']*1e3:.0f} ms/step, "
           f"{bound['epoch_s']:.1f} s/epoch (391 train steps + 79 test batches)")

@@ -6,15 +6,15 @@ against the raw forward of the same weights on the same preprocessed tensors, in
 start-up for one image (subprocess wall time), for the .pkl and the weights-only format. Repeats are interleaved
 (every measurement once per round), so a change in the machine's load hits all of them alike.
 """
-import json, os, platform, shutil, statistics, subprocess, sys, tempfile, time, numpy as np, torch
+import json, os, shutil, subprocess, sys, tempfile, time, numpy as np, torch
 from pathlib import Path
 from fastcore.script import call_parse
 from fastcifar.sources import DataError, load_cifar, extract, find_cifar
 from fastcifar.predict import image_files, load_model
 from fastcifar.export import export_safe
+from bench import compute
 
-def summarise(xs):
-    return dict(median=statistics.median(xs), min=min(xs), max=max(xs), n=len(xs), all=[round(x, 4) for x in xs])
+def summarise(xs): return dict(compute.summarise(xs), all=[round(x, 4) for x in xs])
 
 def test_folder(data):
     "The extracted test/ folder of `data` (a folder in fastai's layout or a .tgz of it), or None for the pickles"
@@ -107,7 +107,7 @@ def main(data:str=None,       # CIFAR-10: a folder in fastai's layout or a .tgz 
                      'top-1 (decoded arrays); raw_forward = model on the same preprocessed tensors; timed block by block in rotating '
                      'order, summed per round; ratios are per round',
                meta=dict(date=time.strftime('%Y-%m-%d %H:%M'), torch=torch.__version__, threads=torch.get_num_threads(),
-                         cpu=platform.processor() or platform.machine(), cpus=os.cpu_count(),
+                         cpu=compute.cpu_name(), cpus=os.cpu_count(),
                          loadavg_start_end=(load0, os.getloadavg()), model=str(model), safe=str(safe), data=str(data)))
     s = json.dumps(res, indent=2)
     print(s)

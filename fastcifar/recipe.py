@@ -9,7 +9,7 @@ from .data import AUGS
 from .model import DROPOUT
 from .images import SIZE
 
-__all__ = ['SCHEDULE', 'Setting', 'SETTINGS', 'RECIPES', 'RECIPE_KEYS', 'RecipeError', 'resolve', 'parser', 'rerun_command',
+__all__ = ['SCHEDULE', 'Setting', 'SETTINGS', 'DEFAULTS', 'RECIPES', 'RECIPE_KEYS', 'RecipeError', 'resolve', 'parser', 'rerun_command',
            'markdown_table']
 
 # The seed's one-cycle schedule, as its PyTorch script set it: fixed parts of every recipe, not flags.
@@ -60,6 +60,7 @@ SETTINGS = (
     Setting('overwrite', bool, False, 'replace the run in --out, keeping the old one until the new one has finished', machine=True),
 )
 _BY_NAME = {s.name: s for s in SETTINGS}
+DEFAULTS = {s.name: s.default for s in SETTINGS}  # None: from the recipe (RECIPES) or decided at run time
 
 # What each recipe sets where its setting is not given. Same Net, parameters, epochs and schedule in each.
 RECIPES = {
