@@ -29,6 +29,7 @@ test: $(VENV)/.installed-dev
 # CPU benchmarks (a few minutes each, on a quiet machine); output in bench/results/. Inference needs a trained run:
 # python -m bench.inference --data PATH --model RUN/model.pkl
 bench: $(VENV)/.installed
+	$(PY) -m bench.speed $(if $(DATA),--data $(DATA)) --out bench/results/speed_cpu.json
 	$(PY) -m bench.compute --out bench/results/compute_cpu.json
 	$(PY) -m bench.epoch $(if $(DATA),--data $(DATA))
 	$(PY) -m bench.precision $(if $(DATA),--data $(DATA))

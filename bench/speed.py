@@ -1,0 +1,74 @@
+"""Every speed figure of the training path side by side, in one run, on the machine it runs on: `python -m bench.speed`.
+
+The bf16 matmul peak; the faithful step (fastcifar's Dropout) and the step without dropout, each as a fraction of
+that peak; the data path alone for both augmentation executors (images/s); the training loop's own overhead a batch
+(a near-free model); and a real epoch for each executor split into data wait, step and loop overhead.
+"""
+import json, time, torch
+from torch import nn
+from fastcore.script import call_parse
+from fastcifar.data import cifar_dls
+from fastcifar.model import Net, layer_table
+from fastcifar.train import seed_learner, fit_seed_cycle, pick_precision
+from bench.compute import step_times, summarise, cpu_name
+from bench.epoch import EpochTimer, data_epoch
+
+__all__ = ['matmul_peak', 'step_flops', 'loop_overhead', 'real_epoch', 'main']
+
+def matmul_peak(n=2048, reps=10, dtype=torch.bfloat16, device='cpu'):
+    "GFLOP/s of an n x n matmul in `dtype`: the machine's practical peak for this precision."
+    a, b = torch.randn(n, n, dtype=dtype, device=device), torch.randn(n, n, dtype=dtype, device=device)
+    for _ in range(2): a @ b
+    ts = []
+    for _ in range(reps):
+        t = time.perf_counter(); a @ b; ts.append(time.perf_counter() - t)
+    return 2*n**3/summarise(ts)['median']/1e9
+
+def step_flops(bs=128):
+    "FLOPs of one training step of the Net: 2 a multiply-add, forward + backward (x3)."
+    macs = sum(r['ni']*r['nf']*r['ks']**2//r['groups']*r['size']**2 for r in layer_table() if r['op'] == 'conv')
+    return 3*2*macs*bs
+
+def loop_overhead(dls, batches=100):
+    "Microseconds a batch of fastai's training loop with fastcifar's callbacks around a near-free model."
+    m = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10))
+    learn = seed_learner(dls, m, precision='fp32', channels_last=False)
+    tm = EpochTimer()
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=[tm])
+    return 1e6*tm.step/len(dls.train)
+
+def real_epoch(dls, prec):
+    "One real epoch of the seed's Learner: wall, data wait and in-batch seconds."
+    learn = seed_learner(dls, precision=prec)
+    tm = EpochTimer()
+    with learn.no_bar(), learn.no_logging(): fit_seed_cycle(learn, 1, cbs=[tm])
+    return dict(train_s=tm.train_s, test_s=tm.valid_s, data_wait_s=tm.data, in_batch_s=tm.step, steps=len(dls.train))
+
+@call_parse
+def main(data:str='../shared/data/cifar10.tgz', # CIFAR-10 source
+         steps:int=20,             # timed training steps per configuration
+         epochs:bool=True,         # also time a real epoch per executor (about 2-3 minutes each on 2 cores)
+         out:str=None):            # JSON file to write the figures to
+    "Print (and save) the training path's speed figures on this machine, all measured in this one run."
+    prec = pick_precision('auto', 'cpu')
+    peak = matmul_peak()
+    flops = step_flops()
+    steps_s = {name: summarise(step_times('cpu', prec, True, steps=steps, model=Net(p)))['median'] for name, p in (('faithful', 0.05), ('no dropout', 0.))}
+    dls = {e: cifar_dls(data, bs=128, seed=42, executor=e) for e in ('albumentations', 'batch')}
+    pipe = {e: data_epoch(d) for e, d in dls.items()}
+    res = dict(date=time.strftime('%Y-%m-%d %H:%M'), cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__,
+               precision=prec, matmul_peak_gflops=peak, step_gflop=flops/1e9,
+               step_ms={k: 1e3*v for k, v in steps_s.items()}, step_fraction_of_peak={k: flops/v/1e9/peak for k, v in steps_s.items()},
+               faithful_over_no_dropout=steps_s['faithful']/steps_s['no dropout'],
+               data_images_per_s={e: n/s for e, (n, s) in pipe.items()}, loop_overhead_us=loop_overhead(dls['batch']))
+    if epochs: res['epoch'] = {e: real_epoch(d, prec) for e, d in dls.items()}
+    print(f"{res['date']}  {res['cpu']}, {res['threads']} threads, torch {res['torch']}, {prec}")
+    print(f"matmul peak ({prec}, 2048x2048): {peak:.0f} GFLOP/s; one training step of 128: {flops/1e9:.1f} GFLOP")
+    for k, v in steps_s.items(): print(f"step, {k:10}: {1e3*v:6.1f} ms = {res['step_fraction_of_peak'][k]:.0%} of the peak")
+    print(f"faithful / no dropout: {res['faithful_over_no_dropout']:.2f}x")
+    for e, v in res['data_images_per_s'].items(): print(f"data path alone, {e:14}: {v:7.0f} images/s")
+    print(f"training loop overhead (near-free model): {res['loop_overhead_us']:.0f} us a batch")
+    for e, r in res.get('epoch', {}).items():
+        print(f"real epoch, {e:14}: train {r['train_s']:.1f} s (data wait {r['data_wait_s']:.1f} s = {r['data_wait_s']/r['train_s']:.1%}, "
+              f"in batches {r['in_batch_s']:.1f} s, {r['steps']} steps), test {r['test_s']:.1f} s")
+    if out: open(out, 'w').write(json.dumps(res, indent=2) + '\n')
