@@ -12,6 +12,26 @@ __all__ = ['LAYERS', 'DEFAULT_LAYER', 'gradcam', 'colorize', 'overlay']
 LAYERS = [r['name'] for r in layer_table() if r['op'] == 'conv']  # the conv units Grad-CAM can look at, input first
 DEFAULT_LAYER = 'c4.conv2'  # the last spatial conv (5x5): the most class-specific maps, the coarsest
 
+def _geometry():
+    "{layer: (start, jump)}: the input pixel at the centre of each layer's output cell j is start + j*jump"
+    start, jump, out = 0., 1, {}
+    for r in layer_table():
+        start += ((r['ks']-1)*r['dilation']/2 - r['pad'])*jump; jump *= r['stride']
+        out[r['name']] = start, jump
+    return out
+_GEOM = _geometry()
+
+def _upsample(cam, layer, size):
+    "(N,size,size) of (N,1,h,w) maps at `layer`, sampled bilinearly at each input pixel's place in the map"
+    # Not a plain resize: the Net's first convs are unpadded, so a map covers only the middle of the input (c3.strided's
+    # 10x10 cells sit on pixels 6, 8, ..., 24): stretching it to 32x32 would put the heat up to 8 pixels off.
+    start, jump = _GEOM[layer]
+    h, w = cam.shape[-2:]
+    p = torch.arange(size, dtype=torch.float32, device=cam.device)
+    gy, gx = ((p - start)/jump/max(n - 1, 1)*2 - 1 for n in (h, w))  # grid_sample's [-1, 1] corner-aligned coordinates
+    grid = torch.stack(torch.broadcast_tensors(gx[None, :], gy[:, None]), -1).expand(len(cam), -1, -1, -1)
+    return F.grid_sample(cam, grid, mode='bilinear', padding_mode='border', align_corners=True)[:, 0]
+
 def _unit(model, layer):
     "The module `layer` ('c1.conv1' ... 'out.conv') of `model`: a whole conv unit (conv, BN, ReLU, Dropout) where it has one"
     if layer not in LAYERS: raise ValueError(f'unknown layer {layer!r}: Grad-CAM needs one of the Net\'s conv layers: {", ".join(LAYERS)}')
@@ -44,7 +64,7 @@ def gradcam(model, x, layer=DEFAULT_LAYER, target=None):
             g, = torch.autograd.grad(logits.gather(1, _targets(target, logits)).sum(), a)
     finally: h.remove(); m.train(was_training)
     cam = F.relu((g.mean((2, 3), keepdim=True) * a).sum(1, keepdim=True)).detach()   # (N,1,h,w)
-    cam = F.interpolate(cam, size=x.shape[-2:], mode='bilinear', align_corners=False)[:, 0].float()
+    cam = _upsample(cam.float(), layer, x.shape[-1])
     mx = cam.flatten(1).amax(1).view(-1, 1, 1)
     return (cam / torch.where(mx > 0, mx, torch.ones_like(mx))).clamp_(0, 1).cpu().numpy()
 

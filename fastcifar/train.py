@@ -262,6 +262,9 @@ def main(argv=None):
     try: train(**vars(args))
     except Interrupted as e: print(f'fastcifar.train: {e}', file=sys.stderr); sys.exit(130)
     except (TrainError, DataError, NonFiniteLoss, ModelError) as e: sys.exit(f'fastcifar.train: error: {_line(e)}')
+    except OSError as e:
+        if not no_space(e): raise
+        sys.exit(f'fastcifar.train: error: no space left on the device ({e.filename or "writing the run"}); free space and resume with --resume --out the run folder')
 
 def _line(e):
     "The message of `e` as one line: fastai prefixes one raised in a callback with a line naming the callback."

@@ -263,6 +263,14 @@ def test_a_damaged_checkpoint_is_one_line(tiny_tgz, tmp_path, damage):
     (out/'checkpoint.pth').write_bytes(data[:len(data)//2] if damage == 'truncated' else b'not a checkpoint at all')
     _one_line(cli('--out', out, '--resume'), 'cannot resume from', '--overwrite')
 
+def test_a_checkpoint_of_another_model_is_one_line(tiny_tgz, tmp_path):
+    out = tmp_path/'r'
+    train(tiny_tgz, out, epochs=1, bs=32, show=False)
+    ck = torch.load(out/'checkpoint.pth', weights_only=True)
+    ck['model'] = {k.replace('c1.', 'stem.'): v for k, v in ck['model'].items()}
+    torch.save(ck, out/'checkpoint.pth')
+    with pytest.raises(TrainError, match='checkpoint is of another model'): train(None, out, resume=True, show=False)
+
 def test_resume_refuses_changed_settings(tiny_tgz, tmp_path):
     out = tmp_path/'r'
     train(tiny_tgz, out, epochs=1, bs=32, show=False)
