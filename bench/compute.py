@@ -1,7 +1,8 @@
 """The compute bound: forward + backward + SGD step of the Net on synthetic batches, per precision and memory format."""
-import json, platform, statistics, time, torch
+import json, statistics, time, torch
 from fastcore.script import call_parse
 from fastcifar.model import Net
+from fastcifar.train import cpu_name
 
 def _sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize()
@@ -45,11 +46,6 @@ def summarise(ts):
     "Median, min, max and count of repeated measurements: every benchmark reports these."
     return dict(median=statistics.median(ts), min=min(ts), max=max(ts), n=len(ts))
 
-def cpu_name():
-    "The CPU's model name, from /proc/cpuinfo where there is one (platform's answer is often empty on Linux)."
-    try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
-    except (OSError, StopIteration): return platform.processor() or platform.machine()
-
 def compute_bound(device='cpu', precision='bf16', channels_last=True, steps=20, train_steps=391, eval_batches=79):
     "Seconds an epoch (391 train steps + 79 test batches of 128) at the compute bound."
     tr, ev = summarise(step_times(device, precision, channels_last, steps=steps)), summarise(eval_times(device, precision, channels_last, steps=steps))
@@ -64,7 +60,7 @@ def main(device:str='cpu',   # cpu or cuda
     precs = ['fp32', 'bf16'] + (['fp16'] if device.startswith('cuda') else [])
     res = [compute_bound(device, p, cl, steps) for p in precs for cl in (False, True)]
     meta = dict(date=time.strftime('%Y-%m-%d %H:%M'), torch=torch.__version__, threads=torch.get_num_threads(),
-                machine=torch.cuda.get_device_name() if device.startswith('cuda') else platform.processor() or platform.machine())
+                machine=torch.cuda.get_device_name() if device.startswith('cuda') else cpu_name())
     for r in res: print(f"{r['precision']:5} {'channels_last' if r['channels_last'] else 'contiguous':14} "
                         f"step {r['step_s']['median']*1e3:7.2f} ms (min {r['step_s']['min']*1e3:.2f}, max {r['step_s']['max']*1e3:.2f})  "
                         f"epoch at the bound {r['epoch_s']:7.2f} s")

@@ -25,7 +25,7 @@ from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFinite
 from .distributed import world_size, setup, rank0_first, from_rank0, data_parallel
 
 __all__ = ['SCHEDULE', 'SETTINGS', 'RECIPES', 'TrainError', 'Interrupted', 'seed_opt', 'fit_seed_cycle', 'get_model',
-           'pick_precision', 'seed_learner', 'train', 'main']
+           'pick_precision', 'seed_learner', 'cpu_name', 'train', 'main']
 
 class TrainError(ValueError):
     "A bad training argument, run folder or checkpoint: the message is one line saying what to do."
@@ -99,13 +99,14 @@ def _commit():
         return c.stdout.strip() + ('+dirty' if git('status', '--porcelain', '--untracked-files=no').stdout.strip() else '')
     except (OSError, subprocess.SubprocessError): return None
 
-def _cpu_name():
+def cpu_name():
+    "The CPU's model name, from /proc/cpuinfo where there is one (platform's answer is often empty on Linux)."
     try: return next(l.split(':', 1)[1].strip() for l in open('/proc/cpuinfo') if l.startswith('model name'))
     except (OSError, StopIteration): return platform.processor() or platform.machine()
 
 def _device_name(dev):
     if torch.device(dev).type == 'cuda': return torch.cuda.get_device_name(torch.device(dev))
-    return f'CPU: {_cpu_name()}, {torch.get_num_threads()} threads'
+    return f'CPU: {cpu_name()}, {torch.get_num_threads()} threads'
 
 def _workers(workers, device):
     "DataLoader workers: 0 on the CPU (workers compete with the training threads for 2 cores), else up to 8."
