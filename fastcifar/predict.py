@@ -1,4 +1,4 @@
-"""Predict the CIFAR-10 class of any image with a trained model: `python -m fastcifar.predict MODEL IMAGE...`.
+"""Predict the CIFAR-10 class of any image with a trained model: `python -m fastcifar.predict [MODEL] IMAGE...`.
 
 Two model formats, picked by the file's suffix:
 - `model.pkl`: fastai's `learn.export`. `load_learner` unpickles it, and unpickling runs code from the file:
@@ -8,6 +8,10 @@ Two model formats, picked by the file's suffix:
 
 Every image is made a 32x32 RGB image as the training data was (`fastcifar.images.to_rgb32`: EXIF orientation
 applied, 16-bit and float images scaled by their range, any mode converted to RGB, any size resized bilinearly), then scaled and normalised as in training: validation transforms, no augmentation.
+
+Shipped models: `fastcifar/weights/` (package data; `$FASTCIFAR_WEIGHTS` names another folder) holds `<name>.safetensors`
++ `<name>.json` per model and `index.json` ({"best": "<name>"}). `load_model()` with no path loads the best one,
+`load_model('<name>')` a shipped one by name, and the CLI's MODEL may be left out.
 """
 import json, os, sys, warnings
 from dataclasses import dataclass
@@ -20,10 +24,11 @@ from .images import SIZE, read_rgb, to_rgb32
 from .export import FORMAT, FORMAT_VERSION, ModelError, _short, check_finite, read_safe
 
 __all__ = ['FORMAT', 'FORMAT_VERSION', 'IMAGE_EXTS', 'ModelError', 'Prediction', 'Predictor', 'LearnerPredictor',
-           'SafePredictor', 'read_rgb', 'image_files', 'load_model', 'predict', 'cli', 'main']
+           'SafePredictor', 'SHIPPED', 'read_rgb', 'image_files', 'shipped_models', 'load_model', 'predict', 'cli', 'main']
 
 IMAGE_EXTS = ('.png', '.jpg', '.jpeg', '.jpe', '.jfif', '.bmp', '.gif', '.webp', '.tif', '.tiff', '.ppm', '.pgm', '.pbm', '.pnm')
 _CHUNK = 2048  # images decoded and predicted at a time (bounds memory for big folders)
+SHIPPED = Path(os.environ.get('FASTCIFAR_WEIGHTS') or Path(__file__).parent/'weights')  # the models an install ships
 
 @dataclass
 class Prediction:
@@ -193,12 +198,31 @@ def _load_pkl(path, device='cpu', bs=256):
     check_finite(learn.model, path)
     return LearnerPredictor(learn, source=path, bs=bs)
 
+def shipped_models():
+    "{name: path of its .json} of the models shipped in `SHIPPED`, sorted by name"
+    return {p.stem: p for p in sorted(Path(SHIPPED).glob('*.json')) if p.name != 'index.json'}
+
+def _shipped(name=None):
+    "The .json of shipped model `name`, or of the one index.json names `name` ({"best": ...}; None: 'best'), else None"
+    models, idx = shipped_models(), Path(SHIPPED)/'index.json'
+    if name in models: return models[name]
+    try: alias = json.loads(idx.read_text()) if idx.is_file() else {}
+    except (OSError, ValueError) as e: raise ModelError(f'unreadable list of shipped models {idx} ({_short(e)})') from None
+    target = alias.get(name or 'best') if isinstance(alias, dict) else None
+    if target is None:
+        if name is None: raise ModelError('no shipped model in this install; pass a model path or run folder')
+        return None
+    if target not in models: raise ModelError(f'{idx} names {target!r} as {name or "best"!r}, but there is no {target}.json beside it')
+    return models[target]
+
 def _is_learner(o): return hasattr(o, 'dls') and hasattr(o, 'get_preds') and hasattr(o, 'model')
 
-def load_model(path, allow_module=False, device='cpu', bs=256):
-    "A `Predictor` of `path`: a `.pkl` (fastai export; trusted files only), a `.safetensors`/`.json` (weights-only), a run folder, or a Learner"
+def load_model(path=None, allow_module=False, device='cpu', bs=256):
+    "A `Predictor` of `path`: a `.pkl` (fastai export; trusted files only), a `.safetensors`/`.json` (weights-only), a run folder, a Learner, or a shipped model's name (None: the best shipped)"
     if isinstance(path, Predictor): return path
     if _is_learner(path): return LearnerPredictor(path, bs=bs)
+    if path is None: path = _shipped()
+    elif isinstance(path, str) and not os.path.exists(path): path = _shipped(path) or path
     p = Path(path)
     if p.is_dir():  # a run folder: the safe format where there is one
         found = next((p/n for n in ('model.json', 'model.safetensors', 'model.pkl') if (p/n).is_file()), None)
@@ -238,9 +262,16 @@ def cli(model, images, topk=1, as_json=False, tta=False, bs=256, allow_module=Fa
     if bad: fail(f'{bad} of {n} images could not be predicted'); return 1
     return 0
 
+def _names_model(a):
+    "Whether the command line's first argument names a model (file, run folder, shipped name) rather than an image"
+    p = Path(a)
+    if p.suffix.lower() in ('.pkl', '.safetensors', '.json'): return True
+    if p.is_dir(): return any((p/n).is_file() for n in ('model.json', 'model.safetensors', 'model.pkl'))
+    return p.suffix.lower() not in IMAGE_EXTS  # anything else (a shipped name, a mistyped path) is taken as the model
+
 @call_parse
 def main(
-    model:str,                 # model: .safetensors or .json (weights-only, safe), .pkl (fastai export: loading runs code from it, trusted files only), or a run folder
+    model:str,                 # model: .safetensors or .json (weights-only, safe), .pkl (fastai export: loading runs code from it, trusted files only), a run folder, or a shipped model's name; leave it out for the best shipped model
     *images:str,               # image files (PNG, JPEG, ...; any size, RGB/L/RGBA/P) or folders to search for them
     topk:int=1,                # print the K most likely classes of each image
     json:bool=False,           # JSON Lines output: one object per image, {"path","class","prob","topk"} or {"path","error"}
@@ -249,4 +280,6 @@ def main(
     allow_module:bool=False,   # let a .json name a model class outside the fastcifar package (importing it runs its code)
 ):
     "Predict the CIFAR-10 class of images; one tab-separated line per image: path, class, probability (exit 1 if an image failed, 2 if the model did)."
+    # MODEL stays the first positional (scripts pass it so); an image or image folder there means "the shipped model"
+    if not _names_model(model): model, images = None, (model, *images)
     sys.exit(cli(model, images, topk=topk, as_json=json, tta=tta, bs=bs, allow_module=allow_module))

@@ -1,0 +1,31 @@
+"The recipe as data: one table of settings gives train()'s keywords, the CLI and its help, checks and rerun commands."
+import re, pytest
+from fastcifar.recipe import DEFAULTS, RECIPES, RECIPE_KEYS, SETTINGS, RecipeError, parser, rerun_command, resolve
+
+def test_given_beats_recipe_beats_default():
+    cfg = resolve(recipe='improved', wd=1e-4)
+    assert cfg['wd'] == 1e-4 and cfg['label_smoothing'] == 0.1 and cfg['dropout'] == 0. and cfg['cutout'] == 0
+    assert cfg['epochs'] == DEFAULTS['epochs'] == 30 and cfg['bs'] == 128 and cfg['lr'] == 0.05
+    assert resolve() == {**DEFAULTS, **RECIPES['seed']}
+    assert all(set(r) == set(RECIPE_KEYS) for r in RECIPES.values())  # every recipe sets the same settings
+
+@pytest.mark.parametrize('kw,msg', [(dict(epochs=0), '--epochs 0: must be 1 or more'), (dict(recipe='fast'), '--recipe fast: unknown'),
+                                    (dict(cutout=33), '--cutout 33: must be from 0 (no cutout) to 32 pixels'),
+                                    (dict(aug_spec='albu1'), '--aug-spec albu1: must be readme or albu2'),
+                                    (dict(learning_rate=1), "unknown setting 'learning_rate'")])
+def test_bad_settings_name_the_flag(kw, msg):
+    with pytest.raises(RecipeError, match=re.escape(msg)): resolve(**kw)
+
+def test_the_command_line_is_the_table():
+    p = parser()
+    flags = {a.option_strings[0] for a in p._actions if a.option_strings and a.dest != 'help'}
+    assert flags == {s.flag for s in SETTINGS}
+    assert vars(p.parse_args([])) == {s.name: (False if s.type is bool else None) for s in SETTINGS}
+    assert p.parse_args(['--label-smoothing', '0.2', '--resume']).label_smoothing == 0.2
+    help = p.format_help().replace('\n', ' ')
+    assert 'seed 0.0001; seed-albu2 0.0001; improved 0.0005' in ' '.join(help.split())  # each recipe's value
+
+def test_rerun_command_has_no_machine_paths():
+    cfg = resolve(data='/home/me/data/cifar10.tgz', out='/scratch/runs/r7', recipe='improved', epochs=5, workers=4, resume=True)
+    assert rerun_command(cfg) == 'python -m fastcifar.train --data cifar10.tgz --out runs/r7 --recipe improved --epochs 5'
+    assert rerun_command(resolve(recipe='improved', wd=1e-4)) == 'python -m fastcifar.train --recipe improved --wd 0.0001'
