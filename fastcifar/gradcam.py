@@ -2,6 +2,7 @@
 
 Inference side only: torch, numpy and the Net's layer table; no fastai (a demo or a deployed predictor stays small).
 """
+import threading
 import numpy as np, torch
 import torch.nn.functional as F
 from PIL import Image
@@ -51,8 +52,10 @@ def gradcam(model, x, layer=DEFAULT_LAYER, target=None):
     "float32 (N,H,W) Grad-CAM maps in [0,1] of normalised input `x` (N,3,H,W) at `layer`, for class `target` (default: predicted)"
     m = getattr(model, 'model', model)  # a `SafePredictor` or its bare Net
     unit, acts = _unit(m, layer), []
-    # torch's hook, not fastai's `hook_output`: that would import fastai into the inference side
-    h = unit.register_forward_hook(lambda mod, inp, out: acts.append(out))
+    # torch's hook, not fastai's `hook_output`: that would import fastai into the inference side. Only this thread's
+    # forward pass is recorded: a server may predict with the same model in another thread meanwhile.
+    tid = threading.get_ident()
+    h = unit.register_forward_hook(lambda mod, inp, out: acts.append(out) if threading.get_ident() == tid else None)
     was_training = m.training
     try:
         m.eval()  # BN's running stats, no dropout: the model as it predicts

@@ -203,7 +203,7 @@ def shipped_models():
     return {p.stem: p for p in sorted(Path(SHIPPED).glob('*.json')) if p.name != 'index.json'}
 
 def _shipped(name=None):
-    "The .json of shipped model `name`, or of the one index.json names `name` ({"best": ...}; None: 'best'), else None"
+    "The .json of shipped model `name`, or of the one index.json gives as `name` (None: 'best'), else None"
     models, idx = shipped_models(), Path(SHIPPED)/'index.json'
     if name in models: return models[name]
     try: alias = json.loads(idx.read_text()) if idx.is_file() else {}

@@ -38,7 +38,7 @@ class Setting:
 
 _pos, _nonneg, _frac = (lambda v: v >= 1), (lambda v: v >= 0), (lambda v: 0 <= v < 1)
 SETTINGS = (
-    Setting('data', str, None, "CIFAR-10: a folder in fastai's layout, a .tgz of it, or cifar-10-batches-py (default: $FASTCIFAR_DATA, else download)"),
+    Setting('data', str, None, "CIFAR-10: a folder in fastai's layout, a .tgz of it, or cifar-10-batches-py (default: $FASTCIFAR_DATA, else download; may change on --resume: the same data on another machine)", machine=True),
     Setting('out', str, None, 'run folder (default: runs/<date-time>, never an existing one)', machine=True),
     Setting('recipe', str, 'seed', 'which recipe sets the settings below that are not given', lambda v: v in RECIPES, ' or '.join(('seed', 'seed-albu2', 'improved'))),
     Setting('epochs', int, 30, 'epochs of the one-cycle schedule', _pos, '1 or more'),
@@ -104,7 +104,7 @@ def rerun_command(cfg, out_name=None):
     args = []
     for s in SETTINGS:
         v = cfg.get(s.name)
-        if s.machine and s.name != 'out' or v is None or v == s.default and s.name != 'recipe': continue
+        if s.machine and s.name not in ('out', 'data') or v is None or v == s.default and s.name != 'recipe': continue
         if s.name in RECIPE_KEYS and v == RECIPES[cfg['recipe']][s.name]: continue
         if s.name == 'data': v = v if not Path(v).is_absolute() else Path(v).name
         if s.name == 'out': v = f'runs/{out_name or Path(v).name}'

@@ -156,16 +156,16 @@ def _load_checkpoint(out):
         raise TrainError(f'cannot resume from {f}: not a fastcifar checkpoint; start the run again with --overwrite')
     return ck
 
-def _run_config(cfg, ck, ws):
-    "The settings to train with: `cfg`, or on resume the checkpoint's, where only machine settings may change."
+def _run_config(cfg, ck, ws, given):
+    "The settings to train with: `cfg`, or on resume the checkpoint's; of those `given`, only machine settings may differ."
     if ck is None: return dict(cfg, world_size=ws, command=rerun_command(cfg))
     run = {**_OLD, **ck['config']}
     if 'seed' in run and 'random_seed' not in run: run['random_seed'] = run.pop('seed')  # older name
     for s in SETTINGS:
-        given = cfg.get(s.name)
-        if s.machine or given is None or given == s.default or given == run.get(s.name): continue
-        raise TrainError(f"--resume: {s.flag} {given} differs from the run's {run.get(s.name)}; resume without it, or start a new run")
-    if cfg['workers'] is not None: run['workers'] = cfg['workers']  # this machine's setting, not the recipe's
+        if s.machine or s.name not in given or cfg[s.name] == run.get(s.name): continue
+        raise TrainError(f"--resume: {s.flag} {cfg[s.name]} differs from the run's {run.get(s.name)}; resume without it, or start a new run")
+    for k in ('workers', 'data'):  # this machine's settings, not the recipe's
+        if k in given: run[k] = cfg[k]
     if run['world_size'] != ws: raise TrainError(f"--resume: the run trained on {run['world_size']} processes; resume it on as many")
     return run
 
@@ -237,7 +237,7 @@ def train(data=None, out=None, show=True, **settings):
     folder, out = _open_folder(cfg, rank)
     try:
         ck = _load_checkpoint(out) if cfg['resume'] else None
-        cfg = _run_config(cfg, ck, ws)
+        cfg = _run_config(cfg, ck, ws, {k for k, v in dict(settings, data=data).items() if v is not None})
         set_seed(cfg['random_seed'] + rank, reproducible=True)  # rank 0 draws as a single process does
         dls = _data(cfg, rank)
         learn = _learner(cfg, dls, out)

@@ -273,7 +273,11 @@ def test_a_checkpoint_of_another_model_is_one_line(tiny_tgz, tmp_path):
 
 def test_resume_refuses_changed_settings(tiny_tgz, tmp_path):
     out = tmp_path/'r'
-    train(tiny_tgz, out, epochs=1, bs=32, show=False)
+    train(tiny_tgz, out, epochs=1, bs=32, recipe='improved', show=False)
+    for f in ('results.json', 'model.json'): (out/f).unlink()
+    train(None, out, resume=True, show=False)  # the run's own recipe (not the default's settings) on a plain resume
+    assert json.loads((out/'results.json').read_text())['wd'] == 5e-4
+    train(None, out, resume=True, recipe='improved', epochs=1, show=False)  # given, and the same as the run's: fine
     with pytest.raises(TrainError, match='--model tests.small_models:make differs'): train(None, out, resume=True, model='tests.small_models:make')
     with pytest.raises(TrainError, match='--lr 0.1 differs'): train(None, out, resume=True, lr=0.1)
 

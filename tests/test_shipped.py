@@ -1,0 +1,102 @@
+"Shipped weights: `fastcifar/weights/` (or $FASTCIFAR_WEIGHTS), `load_model()` by default and by name, the CLI without a model"
+import configparser, json, os, subprocess, sys, numpy as np, pytest
+from pathlib import Path
+from PIL import Image
+import fastcifar.predict as P
+from fastcifar.predict import ModelError, SafePredictor, _names_model, load_model, main, shipped_models
+from fastcifar.synthetic import synthetic_arrays
+from .shipped_weights import write_untrained
+
+ROOT = Path(__file__).resolve().parents[1]
+NONE = 'no shipped model in this install; pass a model path or run folder'
+
+@pytest.fixture
+def shipped(tmp_path, monkeypatch):
+    "A weights folder holding one untrained Net, 'untrained', named best by index.json, installed as `SHIPPED`"
+    d = tmp_path/'weights'
+    write_untrained(d, results={'final_test_accuracy': 0.1})
+    monkeypatch.setattr(P, 'SHIPPED', d)
+    return d
+
+@pytest.fixture(scope='module')
+def images(tmp_path_factory):
+    "A folder of three synthetic PNG images and their paths"
+    d = tmp_path_factory.mktemp('images')
+    for i, x in enumerate(synthetic_arrays(1, 1, seed=3)[2][:3]): Image.fromarray(x).save(d/f'{i}.png')
+    return d, sorted(d.glob('*.png'))
+
+def test_package_data_ships_weights():
+    cfg = configparser.ConfigParser(); cfg.read(ROOT/'setup.cfg')
+    assert cfg['options.package_data']['fastcifar'].split(', ') == ['weights/*.json', 'weights/*.safetensors']
+    if not os.environ.get('FASTCIFAR_WEIGHTS'): assert P.SHIPPED == ROOT/'fastcifar'/'weights'
+
+def test_shipped_models(shipped):
+    write_untrained(shipped, 'another', best=False, seed=1)
+    assert shipped_models() == {'another': shipped/'another.json', 'untrained': shipped/'untrained.json'}  # sorted, no index.json
+    assert list(shipped_models()) == ['another', 'untrained']
+
+def test_default_and_by_name(shipped, images):
+    x = np.stack([np.asarray(Image.open(f)) for f in images[1]])
+    ref = load_model(shipped/'untrained.json')
+    for pred in (load_model(), load_model('untrained'), load_model('best')):
+        assert isinstance(pred, SafePredictor) and pred.source == str(shipped/'untrained.json')
+        np.testing.assert_array_equal(pred.probs(x).numpy(), ref.probs(x).numpy())
+    write_untrained(shipped, 'another', best=False, seed=1)
+    assert load_model('another').source == str(shipped/'another.json')
+    assert not np.allclose(load_model('another').probs(x).numpy(), ref.probs(x).numpy())
+    with pytest.raises(ModelError, match='no such model file: nothere'): load_model('nothere')
+
+def test_existing_path_wins_over_a_name(shipped, tmp_path, monkeypatch):
+    "A file or folder that exists is loaded as given, even if a shipped model has its name"
+    run = tmp_path/'untrained'; write_untrained(run, 'model', best=False, seed=1)
+    monkeypatch.chdir(tmp_path)
+    assert load_model('untrained').source == str(Path('untrained')/'model.json')
+
+def test_none_shipped(tmp_path, monkeypatch):
+    for d in (tmp_path/'missing', tmp_path):  # no folder; a folder without index.json
+        monkeypatch.setattr(P, 'SHIPPED', d)
+        with pytest.raises(ModelError) as e: load_model()
+        assert str(e.value) == NONE and shipped_models() == {}
+
+def test_index_names_a_missing_model(shipped):
+    (shipped/'index.json').write_text(json.dumps({'best': 'gone'}))
+    with pytest.raises(ModelError, match="names 'gone' as 'best', but there is no gone.json"): load_model()
+    (shipped/'index.json').write_text('{not json')
+    with pytest.raises(ModelError, match='unreadable list of shipped models'): load_model()
+
+def test_first_argument(tmp_path, images):
+    "The CLI's first argument is the model when it names one, else the first image"
+    run = tmp_path/'run'; write_untrained(run, 'model', best=False)
+    for a, model in (('m.json', True), ('m.safetensors', True), ('m.pkl', True), (run, True), ('best', True),
+                     ('runs/typo', True), ('cat.png', False), ('cat.JPG', False), (images[0], False)):
+        assert _names_model(str(a)) is model, a
+
+def _main(capsys, *args):
+    with pytest.raises(SystemExit) as e: main(*map(str, args))
+    o, err = capsys.readouterr()
+    return e.value.code, o.splitlines(), err.splitlines()
+
+def test_cli_without_model(shipped, images, capsys):
+    d, files = images
+    ref = load_model().predict(files)
+    rc, o, e = _main(capsys, *files)
+    assert rc == 0 and not e and [l.split('\t')[:2] for l in o] == [[str(f), p.label] for f, p in zip(files, ref)]
+    rc, o2, e = _main(capsys, d)  # a folder of images
+    assert rc == 0 and o2 == o
+    rc, o3, e = _main(capsys, 'untrained', *files)  # by name, as before: model first
+    assert rc == 0 and o3 == o
+
+def test_cli_none_shipped(tmp_path, images, capsys, monkeypatch):
+    monkeypatch.setattr(P, 'SHIPPED', tmp_path)
+    rc, o, e = _main(capsys, images[1][0])
+    assert rc == 2 and not o and e == [f'fastcifar.predict: error: {NONE}']
+
+def test_cli_subprocess_env(shipped, images, tmp_path):
+    "`python -m fastcifar.predict IMAGE --topk 3` in a fresh process, the weights named by $FASTCIFAR_WEIGHTS"
+    env = {**os.environ, 'PYTHONPATH': str(ROOT), 'FASTCIFAR_WEIGHTS': str(shipped), 'CUDA_VISIBLE_DEVICES': ''}
+    r = subprocess.run([sys.executable, '-m', 'fastcifar.predict', str(images[1][0]), '--topk', '3'], capture_output=True,
+                       text=True, cwd=tmp_path, env=env, timeout=120)
+    assert r.returncode == 0 and not r.stderr, r.stderr[-2000:]
+    p = load_model().predict(images[1][0], topk=3)[0]
+    cells = r.stdout.strip().split('\t')
+    assert cells[0] == str(images[1][0]) and cells[1::2] == list(p.classes)
