@@ -8,7 +8,7 @@ code from the file: refused), and nothing of training or fastai is imported. A H
 """
 import atexit, json, shutil, sys, tempfile, threading, warnings
 from pathlib import Path
-import numpy as np, torch
+import torch
 from PIL import Image, UnidentifiedImageError
 from fastcore.script import call_parse
 try: import gradio as gr
@@ -19,7 +19,7 @@ from .images import read_rgb
 from .predict import ModelError, SafePredictor, load_model
 from .synthetic import synthetic_arrays
 
-__all__ = ['MAX_PIXELS', 'VIEW', 'UploadError', 'Upload', 'safe_model', 'read_upload', 'classify', 'mistakes',
+__all__ = ['MAX_PIXELS', 'VIEW', 'UploadError', 'safe_model', 'read_upload', 'classify', 'mistakes',
            'make_demo', 'launch', 'main']
 
 MAX_PIXELS = 64_000_000  # uploads above this are refused before decoding (64 MP: ~200 MB decoded)
@@ -46,9 +46,9 @@ def safe_model(model=None):
 class UploadError(ValueError):
     "An upload the demo cannot classify: one line for the page"
 
-def read_upload(path, max_pixels=MAX_PIXELS):
+def read_upload(path, max_pixels=MAX_PIXELS, name=None):
     "uint8 (32,32,3) RGB array of an uploaded file, made as the training data was; else an `UploadError` saying why"
-    name = Path(path).name  # gradio keeps the uploaded file's name
+    name = name or Path(path).name
     try: im = Image.open(path)
     except UnidentifiedImageError: raise UploadError(f'{name} is not an image file: upload a PNG, JPEG, GIF, BMP, TIFF or WebP image') from None
     except Image.DecompressionBombError: raise UploadError(f'{name} is too large: the demo takes images of at most {max_pixels/1e6:g} megapixels') from None
@@ -84,12 +84,6 @@ def mistakes(pred, data, n=12, layer=DEFAULT_LAYER, size=128):
 
 # ---------------------------------------------------------------------------------------------------------- page
 
-class Upload(gr.Image):
-    "`gr.Image` that hands on the uploaded file undecoded, so that `read_upload` can say what is wrong with it"
-    is_template = True  # the browser side is gr.Image's
-    def preprocess(self, payload):
-        return None if payload is None else payload.path or super().preprocess(payload)
-
 def _examples():
     "Paths of a few synthetic example images (class-coloured stripes, not photos), written to a temp folder"
     d = Path(tempfile.mkdtemp(prefix='fastcifar-examples-'))
@@ -119,9 +113,11 @@ def _header(pred, res):
             + f'\n\nModel: `{pred.source}`')
 
 def _classify_tab(pred, topk, examples):
-    def run(path, tta, layer, alpha):
-        if not path: return None, None, None, gr.Textbox(value='', visible=False)
-        try: x = read_upload(path)
+    def run(upload, tta, layer, alpha):
+        if not upload: return None, None, None, gr.Textbox(value='', visible=False)
+        try:
+            if not upload.get('path'): raise UploadError('the image did not arrive: upload it again')
+            x = read_upload(upload['path'], name=upload.get('orig_name'))
         except UploadError as e:
             gr.Warning(str(e))
             return None, None, None, gr.Textbox(value=str(e), visible=True)
@@ -129,8 +125,8 @@ def _classify_tab(pred, topk, examples):
         return probs, cam, probs, gr.Textbox(value='', visible=False)
     with gr.Row():
         with gr.Column():
-            img = Upload(label='Image (any size: the model sees it as 32x32)', type='filepath', image_mode=None,
-                         sources=['upload', 'clipboard'], height=300, elem_id='upload')
+            img = gr.Image(label='Image (any size: the model sees it as 32x32)', type='filepath', image_mode=None,
+                           sources=['upload', 'clipboard'], height=300, elem_id='upload')
             tta = gr.Checkbox(label='flip TTA: average with the mirror image')
             with gr.Row():
                 layer = gr.Dropdown(LAYERS, value=DEFAULT_LAYER, label='Grad-CAM layer')
@@ -141,8 +137,10 @@ def _classify_tab(pred, topk, examples):
             cam = gr.Image(label='Grad-CAM: where the model sees the top class', type='numpy', format='png', height=300, elem_id='gradcam')
             with gr.Accordion('probabilities of all classes', open=False): probs = gr.JSON(label='probabilities')
     gr.Examples(examples, inputs=img, label='Examples (synthetic stripes, not photos)')
+    # the upload undecoded (gradio has checked and cached the file): gr.Image's own decoding would fail on a bad file
+    # with a bare "Error", where `read_upload` says what is wrong
     gr.on([img.change, tta.change, layer.change, alpha.release], run, inputs=[img, tta, layer, alpha],
-          outputs=[label, cam, probs, msg], api_name='classify', trigger_mode='always_last')
+          outputs=[label, cam, probs, msg], api_name='classify', trigger_mode='always_last', preprocess=False)
 
 def _data(run, res):
     "The run's CIFAR-10 copy if it is on this machine, else None"
@@ -169,7 +167,7 @@ def _run_tab(pred, run, res):
         try: return mistakes(pred, data)
         except Exception as e: raise gr.Error(f'cannot find the mistakes on {data}: {_short(e, 200)}')
     btn = gr.Button(f'Show the most confident test mistakes (predicts the test set of {data}: about a minute on a CPU)')
-    gal = gr.Gallery(label='Most confident mistakes: predicted class and probability (true class), heat map of the prediction', columns=6, elem_id='mistakes')
+    gal = gr.Gallery(label='Most confident mistakes: predicted class and probability (true class), heat map of the prediction', columns=6, format='png', elem_id='mistakes')
     btn.click(show, outputs=gal, api_name='mistakes')
 
 def make_demo(model=None, topk=3, examples=None):

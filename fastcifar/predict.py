@@ -222,7 +222,7 @@ def load_model(path=None, allow_module=False, device='cpu', bs=256):
     if isinstance(path, Predictor): return path
     if _is_learner(path): return LearnerPredictor(path, bs=bs)
     if path is None: path = _shipped()
-    elif isinstance(path, str) and not os.path.exists(path): path = _shipped(path) or path
+    elif isinstance(path, str) and Path(path).name == path and not os.path.exists(path): path = _shipped(path) or path
     p = Path(path)
     if p.is_dir():  # a run folder: the safe format where there is one
         found = next((p/n for n in ('model.json', 'model.safetensors', 'model.pkl') if (p/n).is_file()), None)
