@@ -120,10 +120,19 @@ def _decode_folder(files):
         res += [x, y]
     return tuple(res)
 
+class _DataUnpickler(pickle.Unpickler):
+    "Unpickles plain data and numpy arrays only: a CIFAR-10 pickle needs nothing else, and nothing a file names runs."
+    _OK = {('numpy.core.multiarray', '_reconstruct'), ('numpy._core.multiarray', '_reconstruct'), ('numpy', 'ndarray'),
+           ('numpy', 'dtype'), ('numpy.core.multiarray', 'scalar'), ('numpy._core.multiarray', 'scalar'),
+           ('_codecs', 'encode')}  # how a Python 3 pickle of protocol 2 spells bytes
+    def find_class(self, module, name):
+        if (module, name) in self._OK: return super().find_class(module, name)
+        raise pickle.UnpicklingError(f'it names {module}.{name}, which a CIFAR-10 pickle never holds; not loaded')
+
 def _read_pickle(f):
-    "Dict stored in a CIFAR-10 pickle `f` (Python 2 file: bytes keys, read as str)"
+    "Dict stored in a CIFAR-10 pickle `f` (Python 2 file: bytes keys, read as str), plain data only"
     try:
-        with open(f, 'rb') as fh: d = pickle.load(fh, encoding='bytes')  # as the CIFAR-10 page says
+        with open(f, 'rb') as fh: d = _DataUnpickler(fh, encoding='bytes').load()  # encoding as the CIFAR-10 page says
     except Exception as e:
         raise DataError(f'unreadable pickle: {f} ({type(e).__name__}: {e}); get the cifar-10-batches-py files again') from None
     if not isinstance(d, dict): raise DataError(f'not a CIFAR-10 pickle: {f} holds a {type(d).__name__}, not a dict')

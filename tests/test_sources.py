@@ -332,3 +332,13 @@ def test_cache_path_that_is_a_file(tmp_path, monkeypatch):
     assert '\n' not in str(e.value)
     with pytest.warns(UserWarning, match='could not cache'): _check(load_cifar(write_folder(tmp_path, **KW)))
     assert (tmp_path/'cachefile').read_text() == 'x'
+
+def test_a_crafted_pickle_runs_no_code(tmp_path):
+    d = write_pickles(tmp_path, **KW)
+    pwned = tmp_path/'pwned'
+    class Evil:
+        def __reduce__(self): return (os.system, (f'touch {pwned}',))
+    with open(d/'data_batch_3', 'wb') as f: pickle.dump({b'data': Evil(), b'labels': []}, f, protocol=2)
+    with pytest.raises(DataError, match='never holds; not loaded') as e: load_cifar(d)
+    _one_line(e, d/'data_batch_3')
+    assert not pwned.exists()
