@@ -131,7 +131,7 @@ def headline(runs=None, seed=...):
     "The three-row results table for the top README: the seed's recipe, `--recipe improved`, the seed as published."
     runs = load_runs() if runs is None else runs; seed = seed_table() if seed is ... else seed
     gs = group_runs(runs); rows = []
-    for label, g in ((f"the seed's recipe (Net layout {{v}})", seed_group(gs)), ('`--recipe improved`', improved_group(gs))):
+    for label, g in (("the seed's recipe (Net layout {v})", seed_group(gs)), ('`--recipe improved`', improved_group(gs))):
         if g: rows.append([label.format(v=g.s['model_version']), f'**{mean_sd(g.final)}**', mean_sd(g.tta),
                            f"{g.n} (seed{'s'*(g.n > 1)} {_seeds(g)})", _machines(g.runs), "this project's JPEG copy (quality 75)"])
     if seed is not None: rows.append(['the seed, as published', pct(seed['test_accuracy'][-1]), '', '1', 'Tesla T4', 'lossless CIFAR-10'])

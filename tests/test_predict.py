@@ -240,7 +240,7 @@ def _with_spec(d, cfg, spec):
 
 def test_a_model_with_non_finite_weights_is_refused(run, tmp_path):
     out, learn = run
-    from fastcifar.export import export_safe, check_finite
+    from fastcifar.export import export_safe
     from safetensors.torch import load_file, save_file
     bad = tmp_path/'bad'; bad.mkdir()
     for f in ('model.json', 'model.safetensors'): shutil.copy(out/f, bad/f)

@@ -5,7 +5,6 @@ from fastai.learner import load_learner
 from fastcifar.data import cifar_dls
 from fastcifar.train import RECIPES, TrainError, fit_seed_cycle, seed_learner, train, pick_precision
 from fastcifar.recipe import DEFAULTS
-from fastcifar.files import MARKER
 
 LR, WD = DEFAULTS['lr'], RECIPES['seed']['wd']  # the seed's max LR and L2
 from fastcifar.callbacks import CPUAutocast, NonFiniteLoss
