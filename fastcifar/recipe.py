@@ -5,11 +5,11 @@ from `SETTINGS`; `RECIPES` names what each recipe sets (a setting given explicit
 """
 import argparse
 from dataclasses import dataclass
-from .data import AUGS
+from .data import AUGS, SEED_AUG
 from .model import DROPOUT
 from .images import SIZE
 
-__all__ = ['SCHEDULE', 'Setting', 'SETTINGS', 'DEFAULTS', 'RECIPES', 'RECIPE_KEYS', 'RecipeError', 'resolve', 'parser', 'rerun_command',
+__all__ = ['SCHEDULE', 'Setting', 'SETTINGS', 'DEFAULTS', 'RECIPES', 'RECIPE_KEYS', 'recipe_of', 'RecipeError', 'resolve', 'parser', 'rerun_command',
            'markdown_table']
 
 # The seed's one-cycle schedule, as its PyTorch script set it: fixed parts of every recipe, not flags.
@@ -40,7 +40,7 @@ _pos, _nonneg, _frac = (lambda v: v >= 1), (lambda v: v >= 0), (lambda v: 0 <= v
 SETTINGS = (
     Setting('data', str, None, "CIFAR-10: a folder in fastai's layout, a .tgz of it, or cifar-10-batches-py (default: $FASTCIFAR_DATA, else download; may change on --resume: the same data on another machine)", machine=True),
     Setting('out', str, None, 'run folder (default: runs/<date-time>, never an existing one)', machine=True),
-    Setting('recipe', str, 'seed', 'which recipe sets the settings below that are not given', lambda v: v in RECIPES, ' or '.join(('seed', 'seed-albu2', 'improved'))),
+    Setting('recipe', str, 'seed', 'which recipe sets the settings below that are not given', lambda v: v in RECIPES, ' or '.join(('seed', 'seed-readme', 'improved'))),
     Setting('epochs', int, 30, 'epochs of the one-cycle schedule', _pos, '1 or more'),
     Setting('bs', int, 128, 'batch size (the seed: 391 steps an epoch, the last batch partial)', _pos, '1 or more'),
     Setting('lr', float, 0.05, 'max learning rate of the one-cycle schedule', lambda v: v > 0, 'above 0'),
@@ -64,14 +64,24 @@ DEFAULTS = {s.name: s.default for s in SETTINGS}  # None: from the recipe (RECIP
 
 # What each recipe sets where its setting is not given. Same Net, parameters, epochs and schedule in each.
 RECIPES = {
-    'seed': dict(wd=1e-4, label_smoothing=0., dropout=DROPOUT, aug_spec='readme', cutout=None),  # the seed as its README says
-    'seed-albu2': dict(wd=1e-4, label_smoothing=0., dropout=DROPOUT, aug_spec='albu2', cutout=None),  # its calls, albumentations 2.x
+    # the seed's code as it most likely ran (its 1.x-style calls under albumentations 2.x): its curves are the closer
+    # to the seed's published per-epoch table (results/README.md); named 'seed-albu2' by runs before the rename
+    'seed': dict(wd=1e-4, label_smoothing=0., dropout=DROPOUT, aug_spec=SEED_AUG, cutout=None),
+    # the seed as its README says (one 16x16 hole, reflect-101 borders); named 'seed' by runs before the rename
+    'seed-readme': dict(wd=1e-4, label_smoothing=0., dropout=DROPOUT, aug_spec='readme', cutout=None),
     'improved': dict(wd=5e-4,            # stronger L2 (still through the gradient, on every parameter)
                      label_smoothing=0.1,  # soft targets
                      dropout=0.,         # the seed's recipe underfits: train accuracy (augmented) stays below test
                      aug_spec='readme', cutout=0),  # flip and shift-scale-rotate, no cutout hole: the largest gain measured
 }
 RECIPE_KEYS = tuple(RECIPES['seed'])
+
+def recipe_of(cfg, recipes=RECIPES):
+    "The name today of the recipe that settings `cfg` are, or are nearest (fewest settings changed; its recorded name on a tie)."
+    # Runs made before the rename record 'seed' for today's 'seed-readme' and 'seed-albu2' for today's 'seed': their
+    # settings, not their recorded names, say which recipe they ran.
+    diff = {n: sum(cfg.get(k) != v for k, v in r.items()) for n, r in recipes.items()}
+    return min(diff, key=lambda n: (diff[n], n != cfg.get('recipe')))
 
 def resolve(**kw):
     "Every setting: those given, else their recipe's, else their default; checked. Unknown names are an error."

@@ -18,7 +18,7 @@ from .model import Net, n_params, MODEL_VERSION
 from .data import cifar_dls
 from .augment import BatchAug
 from .sources import DataError
-from .recipe import SCHEDULE, SETTINGS, RECIPES, RecipeError, resolve, parser, rerun_command
+from .recipe import SCHEDULE, SETTINGS, RECIPES, RecipeError, recipe_of, resolve, parser, rerun_command
 from .files import RunFolder, RunFolderError, no_space
 from .export import ModelError, export
 from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFiniteLoss, set_rng_state
@@ -116,7 +116,7 @@ def _workers(workers, device):
 
 # ------------------------------------------------------------------------------------------------------ the steps
 
-_OLD = dict(recipe='seed', label_smoothing=0., dropout=0.05, cutout=16, aug_spec='readme', aug='albumentations', valid='test', world_size=1)  # what older checkpoints lack
+_OLD = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, cutout=16, aug_spec='readme', aug='albumentations', valid='test', world_size=1)  # what older checkpoints lack
 
 def _settings(kw):
     "Every setting of the run, checked: given > recipe > default."
@@ -161,6 +161,7 @@ def _run_config(cfg, ck, ws, given):
     if ck is None: return dict(cfg, world_size=ws, command=rerun_command(cfg))
     run = {**_OLD, **ck['config']}
     if 'seed' in run and 'random_seed' not in run: run['random_seed'] = run.pop('seed')  # older name
+    run['recipe'] = recipe_of(run)  # its name today (recipes were renamed)
     for s in SETTINGS:
         if s.machine or s.name not in given or cfg[s.name] == run.get(s.name): continue
         raise TrainError(f"--resume: {s.flag} {cfg[s.name]} differs from the run's {run.get(s.name)}; resume without it, or start a new run")

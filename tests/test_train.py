@@ -110,7 +110,7 @@ def _augs(learn): return [type(t).__name__ for t in learn.dls.train.after_item.f
 def test_seed_recipe_is_the_default(run2):
     out, learn = run2
     res = json.loads((out/'results.json').read_text())
-    assert (res['recipe'], res['wd'], res['label_smoothing'], res['dropout'], res['cutout'], res['aug_spec']) == ('seed', 1e-4, 0., 0.05, None, 'readme')
+    assert (res['recipe'], res['wd'], res['label_smoothing'], res['dropout'], res['cutout'], res['aug_spec']) == ('seed', 1e-4, 0., 0.05, None, 'albu2')
     assert res['model_version'] == 2 and _augs(learn) == ['HorizontalFlip', 'Affine', 'CoarseDropout']
     assert _dropouts(learn.model) == [0.05]*8 and type(learn.loss_func).__name__ == 'CrossEntropyLossFlat'
 
@@ -279,6 +279,19 @@ def test_resume_refuses_changed_settings(tiny_tgz, tmp_path):
     train(None, out, resume=True, recipe='improved', epochs=1, show=False)  # given, and the same as the run's: fine
     with pytest.raises(TrainError, match='--model tests.small_models:make differs'): train(None, out, resume=True, model='tests.small_models:make')
     with pytest.raises(TrainError, match='--lr 0.1 differs'): train(None, out, resume=True, lr=0.1)
+
+def test_resume_of_a_run_made_before_the_recipes_were_renamed(tiny_tgz, tmp_path):
+    "A checkpoint that records 'seed-albu2' (today's 'seed') resumes, with or without --recipe seed, and is named 'seed'."
+    out = tmp_path/'r'
+    train(tiny_tgz, out, epochs=1, bs=32, show=False)
+    ck = torch.load(out/'checkpoint.pth', weights_only=True)
+    assert ck['config']['recipe'] == 'seed' and ck['config']['aug_spec'] == 'albu2'
+    ck['config']['recipe'] = 'seed-albu2'
+    torch.save(ck, out/'checkpoint.pth')
+    (out/'results.json').unlink()
+    train(None, out, resume=True, recipe='seed', show=False)
+    assert json.loads((out/'results.json').read_text())['recipe'] == 'seed'
+    with pytest.raises(TrainError, match='--recipe seed-readme differs'): train(None, out, resume=True, recipe='seed-readme')
 
 def test_divergence_fails_and_writes_no_results(tiny_tgz, tmp_path):
     r = cli('--data', tiny_tgz, '--out', tmp_path/'r', '--epochs', 2, '--bs', 32, '--lr', '1e4', '--precision', 'fp32')
