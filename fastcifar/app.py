@@ -84,13 +84,16 @@ def mistakes(pred, data, n=12, layer=DEFAULT_LAYER, size=128):
 
 # ---------------------------------------------------------------------------------------------------------- page
 
+EXAMPLES = Path(__file__).parent/'examples'  # package data: the first test image of each class of the CIFAR-10 copy
+
 def _examples():
-    "Paths of a few synthetic example images (class-coloured stripes, not photos), written to a temp folder"
+    "(paths, label): the packaged CIFAR-10 test images, else a few synthetic ones (class-coloured stripes) in a temp folder"
+    if real := sorted(EXAMPLES.glob('*.png')): return [str(p) for p in real], 'Examples (CIFAR-10 test images, one of each class)'
     d = Path(tempfile.mkdtemp(prefix='fastcifar-examples-'))
     atexit.register(shutil.rmtree, d, True)
     xs = synthetic_arrays(1, 1, seed=0)[2]
     for i, x in enumerate(xs): Image.fromarray(x).save(d/f'synthetic_{i}.png')
-    return [str(d/f'synthetic_{i}.png') for i in range(len(xs))]
+    return [str(d/f'synthetic_{i}.png') for i in range(len(xs))], 'Examples (synthetic stripes, not photos)'
 
 def _json(p):
     try: return json.loads(Path(p).read_text())
@@ -112,7 +115,7 @@ def _header(pred, res):
             f'it sees every image as 32x32 pixels.' + (f' Test accuracy {acc:.2%}.' if isinstance(acc, (int, float)) else '')
             + f'\n\nModel: `{pred.source}`')
 
-def _classify_tab(pred, topk, examples):
+def _classify_tab(pred, topk, examples, what):
     def run(upload, tta, layer, alpha):
         if not upload: return None, None, None, gr.Textbox(value='', visible=False)
         try:
@@ -136,7 +139,7 @@ def _classify_tab(pred, topk, examples):
             label = gr.Label(num_top_classes=topk, label='Prediction', elem_id='prediction')
             cam = gr.Image(label='Grad-CAM: where the model sees the top class', type='numpy', format='png', height=300, elem_id='gradcam')
             with gr.Accordion('probabilities of all classes', open=False): probs = gr.JSON(label='probabilities')
-    gr.Examples(examples, inputs=img, label='Examples (synthetic stripes, not photos)')
+    gr.Examples(examples, inputs=img, label=what)
     # the upload undecoded (gradio has checked and cached the file): gr.Image's own decoding would fail on a bad file
     # with a bare "Error", where `read_upload` says what is wrong
     gr.on([img.change, tta.change, layer.change, alpha.release], run, inputs=[img, tta, layer, alpha],
@@ -170,16 +173,26 @@ def _run_tab(pred, run, res):
     gal = gr.Gallery(label='Most confident mistakes: predicted class and probability (true class), heat map of the prediction', columns=6, format='png', elem_id='mistakes')
     btn.click(show, outputs=gal, api_name='mistakes')
 
+def _shipped_run(desc):
+    "The committed run folder (results/<run>/ of a source checkout) that a shipped model's .json names, or None"
+    name = desc.get('run')
+    if not isinstance(name, str) or Path(name).name != name or name in ('', '.', '..'): return None
+    d = Path(__file__).resolve().parents[1]/'results'/name
+    return d if (d/'results.json').is_file() else None
+
 def make_demo(model=None, topk=3, examples=None):
     "The gr.Blocks demo of `model` (weights-only file, run folder: adds the Run tab, shipped name, None: the best shipped)"
     pred = safe_model(model)
     if not 1 <= topk <= len(pred.classes): raise ValueError(f'topk {topk}: must be 1 to {len(pred.classes)}')
     run = Path(model) if model is not None and Path(model).is_dir() else None
     src = Path(pred.source)
-    res = _json(run/'results.json') if run else _json(src.with_suffix('.json')).get('results') or {}
+    desc = {} if run else _json(src.with_suffix('.json'))
+    res = _json(run/'results.json') if run else desc.get('results') or {}
+    run = run or _shipped_run(desc)  # a shipped model's figures, where its committed run folder is at hand
+    examples, what = (examples, 'Examples') if examples else _examples()
     with gr.Blocks(title='fastcifar demo', analytics_enabled=False) as demo:
         gr.Markdown(_header(pred, res))
-        with gr.Tab('Classify'): _classify_tab(pred, topk, examples or _examples())
+        with gr.Tab('Classify'): _classify_tab(pred, topk, examples, what)
         if run:
             with gr.Tab('Run'): _run_tab(pred, run, res)
     demo.predictor = pred

@@ -12,7 +12,7 @@ from .files import atomic_write
 from .images import SIZE
 from .model import bare_model
 
-__all__ = ['FORMAT', 'FORMAT_VERSION', 'ModelError', 'bare_model', 'export', 'export_safe', 'read_safe', 'check_finite']
+__all__ = ['FORMAT', 'FORMAT_VERSION', 'ModelError', 'bare_model', 'export', 'export_safe', 'read_safe', 'check_finite', 'ship']
 
 FORMAT, FORMAT_VERSION = 'fastcifar-weights', 2  # `model.json`'s format name and version (2: model_args)
 _SPEC = re.compile(r'[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*(\.[A-Za-z_]\w*)*')
@@ -180,3 +180,38 @@ def read_safe(path, allow_module=False):
         raise ModelError(f'the weights in {wpath} do not fit {cfg["model"]} ({_short(e, 200)})') from None
     check_finite(model, wpath)
     return model.eval(), cfg
+
+_NAME = re.compile(r'[a-z0-9][a-z0-9_.-]{0,63}')
+
+def ship(run, name, folder=None, best=False, replace=False):
+    "Copy run folder `run`'s weights-only model into the shipped models (`folder`, default the package's) as `name`."
+    # <name>.json carries the run's results.json as "results" (the demo and the shipped-weights test read it);
+    # `best`: index.json names it the default of load_model(); an existing name is kept unless `replace`.
+    from .predict import SHIPPED  # the inference side owns where shipped models live
+    run, folder = Path(run), Path(folder or SHIPPED)
+    if not _NAME.fullmatch(name) or name == 'index': raise ModelError(f'{name!r}: a shipped name is lower-case letters, digits, . _ -, not "index"')
+    for f in ('model.json', 'model.safetensors', 'results.json'):
+        if not (run/f).is_file(): raise ModelError(f'{run} has no {f}: ship a finished run folder')
+    read_safe(run/'model.json')  # loads, fits the class and is finite, or says why not
+    if not replace and (folder/f'{name}.json').exists(): raise ModelError(f'{folder/name}.json exists; pass replace=True (--replace) to replace it')
+    cfg = json.loads((run/'model.json').read_text())
+    cfg.update(weights=f'{name}.safetensors', results=json.loads((run/'results.json').read_text()), run=run.name)
+    data = (run/'model.safetensors').read_bytes()
+    folder.mkdir(parents=True, exist_ok=True)
+    atomic_write(folder/f'{name}.safetensors', lambda p: p.write_bytes(data))
+    atomic_write(folder/f'{name}.json', lambda p: p.write_text(json.dumps(cfg, indent=2) + '\n'))
+    if best: atomic_write(folder/'index.json', lambda p: p.write_text(json.dumps({'best': name}) + '\n'))
+    return folder/f'{name}.json'
+
+if __name__ == '__main__':
+    from fastcore.script import call_parse
+    @call_parse
+    def main(run:str,             # a finished run folder (model.json, model.safetensors, results.json)
+             name:str,            # the shipped name: load_model(NAME), predict --model NAME
+             best:bool=False,     # make it the default model (index.json)
+             replace:bool=False,  # replace a shipped model of the same name
+             folder:str=None):    # where (default: the package's fastcifar/weights/, or $FASTCIFAR_WEIGHTS)
+        "Ship a run's weights-only model with the package (`python -m fastcifar.export RUN NAME [--best]`)."
+        import sys
+        try: print(ship(run, name, folder, best, replace))
+        except ModelError as e: sys.exit(f'fastcifar.export: error: {e}')

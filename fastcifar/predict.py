@@ -271,8 +271,8 @@ def _names_model(a):
 
 @call_parse
 def main(
-    model:str,                 # model: .safetensors or .json (weights-only, safe), .pkl (fastai export: loading runs code from it, trusted files only), a run folder, or a shipped model's name; leave it out for the best shipped model
-    *images:str,               # image files (PNG, JPEG, ...; any size, RGB/L/RGBA/P) or folders to search for them
+    *images:str,               # image files (PNG, JPEG, ...; any size, RGB/L/RGBA/P) or folders to search for them; a model first, as before --model existed, still works
+    model:str=None,            # NAME|PATH: .safetensors or .json (weights-only, safe), .pkl (fastai export: loading runs code from it, trusted files only), a run folder, or a shipped model's name (default: the best shipped model)
     topk:int=1,                # print the K most likely classes of each image
     json:bool=False,           # JSON Lines output: one object per image, {"path","class","prob","topk"} or {"path","error"}
     tta:bool=False,            # average each prediction with its mirror image's (flip test-time augmentation)
@@ -280,6 +280,7 @@ def main(
     allow_module:bool=False,   # let a .json name a model class outside the fastcifar package (importing it runs its code)
 ):
     "Predict the CIFAR-10 class of images; one tab-separated line per image: path, class, probability (exit 1 if an image failed, 2 if the model did)."
-    # MODEL stays the first positional (scripts pass it so); an image or image folder there means "the shipped model"
-    if not _names_model(model): model, images = None, (model, *images)
+    # Without --model, a first argument that names a model (a model file, a run folder, a name) is the model, as the
+    # command line took it before --model existed; images alone mean the best shipped model
+    if model is None and images and _names_model(images[0]): model, images = images[0], images[1:]
     sys.exit(cli(model, images, topk=topk, as_json=json, tta=tta, bs=bs, allow_module=allow_module))

@@ -210,3 +210,31 @@ def test_browser(server, run, files, tmp_path):
         d.find_element(By.CSS_SELECTOR, '#upload input[type=file]').send_keys(str(files/'notes.png'))
         wait.until(lambda d: 'notes.png is not an image file' in d.find_element(By.TAG_NAME, 'body').text)
     finally: d.quit()
+
+def _tabs(demo): return [b.label for b in demo.blocks.values() if isinstance(b, gr.Tab)]
+
+def test_examples_are_cifar10_test_images():
+    "The packaged examples: one 32x32 RGB test image of each class (the first of each in the shared copy, where it is here)"
+    from fastcifar.app import _examples
+    from fastcifar.sources import CLASSES
+    paths, what = _examples()
+    assert [Path(p).stem for p in paths] == sorted(CLASSES) and 'CIFAR-10 test images' in what
+    xs = [read_rgb(p) for p in paths]
+    assert all(x.shape == (32, 32, 3) and x.dtype == np.uint8 for x in xs)
+    shared = ROOT.parent/'shared'/'data'/'cifar10.tgz'
+    if shared.exists():
+        d = load_cifar(shared)
+        for p, x in zip(paths, xs):
+            c = list(d.classes).index(Path(p).stem)
+            np.testing.assert_array_equal(x, d.x_test[np.flatnonzero(d.y_test == c)[0]])
+
+def test_shipped_model_shows_its_committed_run(tmp_path, monkeypatch):
+    "A shipped model whose .json names a committed run (results/<run>/) gets the Run tab; an unknown or odd name does not"
+    run = next(p.parent.name for p in sorted((ROOT/'results').glob('*/results.json')))
+    for name, tabs in ((run, ['Classify', 'Run']), ('no-such-run', ['Classify']), ('../results', ['Classify'])):
+        js = write_untrained(tmp_path/name.replace('/', '_'))
+        js.write_text(json.dumps({**json.loads(js.read_text()), 'run': name}))
+        monkeypatch.setattr(P, 'SHIPPED', js.parent)
+        demo = make_demo()
+        assert _tabs(demo) == tabs, name
+        demo.close()

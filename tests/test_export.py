@@ -29,3 +29,28 @@ def test_reading_imports_no_fastai(tmp_path):
     export_safe(_learn(Net()), tmp_path)
     code = f"import sys; from fastcifar.export import read_safe; read_safe({str(tmp_path/'model.json')!r}); print(any(m.startswith('fastai') for m in sys.modules))"
     assert subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, check=True).stdout.strip() == 'False'
+
+def test_ship_a_run(tmp_path):
+    "`ship` copies a run's weights-only pair as NAME with its results.json; refuses bad names, missing files, replacing"
+    from tests.shipped_weights import write_untrained
+    from fastcifar.export import ship
+    from fastcifar.predict import load_model
+    run = tmp_path/'run-1'; write_untrained(run, 'model', best=False)
+    (run/'results.json').write_text(json.dumps({'final_test_accuracy': 0.5}))
+    dest = tmp_path/'weights'
+    js = ship(run, 'seed', dest, best=True)
+    cfg = json.loads(js.read_text())
+    assert (cfg['weights'], cfg['results'], cfg['run']) == ('seed.safetensors', {'final_test_accuracy': 0.5}, 'run-1')
+    assert (dest/'seed.safetensors').read_bytes() == (run/'model.safetensors').read_bytes()
+    assert json.loads((dest/'index.json').read_text()) == {'best': 'seed'}
+    x = torch.rand(2, 3, 32, 32)
+    torch.testing.assert_close(load_model(js).model(x), load_model(run/'model.json').model(x))
+    before = js.read_bytes()
+    with pytest.raises(ModelError, match='seed.json exists'): ship(run, 'seed', dest)
+    assert js.read_bytes() == before
+    ship(run, 'seed', dest, replace=True)
+    for bad in ('Seed', '../x', 'index', ''):
+        with pytest.raises(ModelError, match='a shipped name is'): ship(run, bad, dest)
+    (run/'results.json').unlink()
+    with pytest.raises(ModelError, match='has no results.json'): ship(run, 'other', dest)
+    assert not (dest/'other.json').exists()

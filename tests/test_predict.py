@@ -151,7 +151,9 @@ def test_cli_topk_and_json(run, images, capsys):
     rc, o, e = _cli(capsys, str(out/'model.json'), [str(images[0])], topk=11)
     assert rc == 2 and not o and e == ['fastcifar.predict: error: --topk 11: must be 1 to 10 (the number of classes)']
     a = anno_parser(main).parse_args(['m.json', 'a.png', 'dir', '--topk', '3', '--json', '--tta'])
-    assert (a.model, a.images, a.topk, a.json, a.tta, a.allow_module) == ('m.json', ['a.png', 'dir'], 3, True, True, False)
+    assert (a.model, a.images, a.topk, a.json, a.tta, a.allow_module) == (None, ['m.json', 'a.png', 'dir'], 3, True, True, False)
+    a = anno_parser(main).parse_args(['a.png', '--model', 'm.json'])  # --model NAME|PATH, or the first argument as before
+    assert (a.model, a.images) == ('m.json', ['a.png'])
 
 def _bad_models(out, d):
     "(model path, words its error must contain) for broken, truncated and foreign model files"

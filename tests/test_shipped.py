@@ -27,7 +27,7 @@ def images(tmp_path_factory):
 
 def test_package_data_ships_weights():
     cfg = configparser.ConfigParser(); cfg.read(ROOT/'setup.cfg')
-    assert cfg['options.package_data']['fastcifar'].split(', ') == ['weights/*.json', 'weights/*.safetensors']
+    assert cfg['options.package_data']['fastcifar'].split(', ') == ['weights/*.json', 'weights/*.safetensors', 'examples/*.png']
     if not os.environ.get('FASTCIFAR_WEIGHTS'): assert P.SHIPPED == ROOT/'fastcifar'/'weights'
 
 def test_shipped_models(shipped):
@@ -71,8 +71,8 @@ def test_first_argument(tmp_path, images):
                      ('runs/typo', True), ('cat.png', False), ('cat.JPG', False), (images[0], False)):
         assert _names_model(str(a)) is model, a
 
-def _main(capsys, *args):
-    with pytest.raises(SystemExit) as e: main(*map(str, args))
+def _main(capsys, *args, **kw):
+    with pytest.raises(SystemExit) as e: main(*map(str, args), **kw)
     o, err = capsys.readouterr()
     return e.value.code, o.splitlines(), err.splitlines()
 
@@ -85,6 +85,10 @@ def test_cli_without_model(shipped, images, capsys):
     assert rc == 0 and o2 == o
     rc, o3, e = _main(capsys, 'untrained', *files)  # by name, as before: model first
     assert rc == 0 and o3 == o
+    write_untrained(shipped, 'another', best=False, seed=1)
+    rc, o4, e = _main(capsys, *files, model='another')  # --model NAME
+    assert rc == 0 and o4 == [f"{f}\t{p.label}\t{p.prob:.4f}" for f, p in zip(files, load_model('another').predict(files))]
+    assert o4 != o and _main(capsys, *files, model=shipped/'another.json')[1] == o4  # --model PATH
 
 def test_cli_none_shipped(tmp_path, images, capsys, monkeypatch):
     monkeypatch.setattr(P, 'SHIPPED', tmp_path)
@@ -94,9 +98,41 @@ def test_cli_none_shipped(tmp_path, images, capsys, monkeypatch):
 def test_cli_subprocess_env(shipped, images, tmp_path):
     "`python -m fastcifar.predict IMAGE --topk 3` in a fresh process, the weights named by $FASTCIFAR_WEIGHTS"
     env = {**os.environ, 'PYTHONPATH': str(ROOT), 'FASTCIFAR_WEIGHTS': str(shipped), 'CUDA_VISIBLE_DEVICES': ''}
-    r = subprocess.run([sys.executable, '-m', 'fastcifar.predict', str(images[1][0]), '--topk', '3'], capture_output=True,
-                       text=True, cwd=tmp_path, env=env, timeout=120)
-    assert r.returncode == 0 and not r.stderr, r.stderr[-2000:]
-    p = load_model().predict(images[1][0], topk=3)[0]
-    cells = r.stdout.strip().split('\t')
-    assert cells[0] == str(images[1][0]) and cells[1::2] == list(p.classes)
+    for model in ([], ['--model', 'untrained']):
+        r = subprocess.run([sys.executable, '-m', 'fastcifar.predict', str(images[1][0]), '--topk', '3', *model], capture_output=True,
+                           text=True, cwd=tmp_path, env=env, timeout=120)
+        assert r.returncode == 0 and not r.stderr, r.stderr[-2000:]
+        p = load_model().predict(images[1][0], topk=3)[0]
+        cells = r.stdout.strip().split('\t')
+        assert cells[0] == str(images[1][0]) and cells[1::2] == list(p.classes)
+
+# ------------------------------------------------------------------------------------- the models this package ships
+
+REAL = {p.stem: p for p in sorted((ROOT/'fastcifar'/'weights').glob('*.json')) if p.name != 'index.json'}
+
+def test_the_package_ships_trained_models():
+    "Each shipped model: a 30-epoch run's weights-only pair under 1 MB each, its results.json inside, and index.json names one."
+    assert REAL, 'no model shipped in fastcifar/weights/'
+    best = json.loads((ROOT/'fastcifar'/'weights'/'index.json').read_text())['best']
+    assert best in REAL and REAL[best].stat().st_size < 2**20
+    for name, js in REAL.items():
+        cfg = json.loads(js.read_text())
+        st = js.with_name(cfg['weights'])
+        assert st == js.with_suffix('.safetensors') and st.stat().st_size < 2**20 and js.stat().st_size < 2**20
+        r = cfg['results']
+        assert r['epochs'] == 30 and r['params'] == cfg['params'] == 193_280 and 0.8 < r['final_test_accuracy'] < 1, name
+    # the best is the one with the highest stated accuracy
+    assert best == max(REAL, key=lambda n: json.loads(REAL[n].read_text())['results']['final_test_accuracy'])
+
+@pytest.mark.parametrize('name', sorted(REAL))
+def test_shipped_model_has_its_stated_test_accuracy(shared_data, name):
+    "On the shared CIFAR-10 copy the shipped weights score their results.json's final test accuracy within 0.05 points."
+    import torch
+    from fastcifar.sources import load_cifar
+    data, pred = load_cifar(shared_data), load_model(REAL[name])
+    r = json.loads(REAL[name].read_text())['results']
+    # evaluated as the run evaluated it: its precision (bf16 autocast on the CPU), channels-last memory
+    pred.model = pred.model.to(memory_format=torch.channels_last)
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=r['precision'] == 'bf16'):
+        acc = (pred.probs(data.x_test).argmax(1).numpy() == data.y_test).mean()
+    assert abs(acc - r['final_test_accuracy']) <= 0.0005, (acc, r['final_test_accuracy'])
