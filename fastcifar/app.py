@@ -14,7 +14,7 @@ from fastcore.script import call_parse
 try: import gradio as gr
 except ImportError: raise ImportError('the demo needs gradio: pip install "fastcifar[app]"') from None
 from .export import _short
-from .gradcam import DEFAULT_LAYER, LAYERS, gradcam, overlay
+from .gradcam import DEFAULT_LAYER, LAYERS, confident_mistakes, gradcam, overlay
 from .images import read_rgb
 from .predict import ModelError, SafePredictor, load_model
 from .synthetic import synthetic_arrays
@@ -75,12 +75,10 @@ def mistakes(pred, data, n=12, layer=DEFAULT_LAYER, size=128):
     missing = [k for k in c.classes if k not in pred.classes]
     if missing: raise ModelError(f'the model has no class {missing[0]!r} of the data')
     y = torch.tensor([pred.classes.index(k) for k in c.classes])[torch.from_numpy(c.y_test)]
-    conf, yhat = pred.probs(c.x_test).max(1)
-    wrong = (yhat != y).nonzero()[:, 0]
-    idx = wrong[conf[wrong].argsort(descending=True)[:n]].numpy()
-    heat = gradcam(pred.model, pred.preprocess(c.x_test[idx]), layer, target=yhat[idx])
-    return [(overlay(c.x_test[i], h, 0.5, size), f'{pred.classes[yhat[i]]} {conf[i]:.0%} (is {pred.classes[y[i]]})')
-            for i, h in zip(idx, heat)]
+    idx, yhat, conf = confident_mistakes(pred, c.x_test, y, n)
+    heat = gradcam(pred.model, pred.preprocess(c.x_test[idx]), layer, target=yhat)
+    return [(overlay(c.x_test[i], h, 0.5, size), f'{pred.classes[k]} {p:.0%} (is {pred.classes[y[i]]})')
+            for i, k, p, h in zip(idx, yhat, conf, heat)]
 
 # ---------------------------------------------------------------------------------------------------------- page
 
@@ -187,7 +185,7 @@ def make_demo(model=None, topk=3, examples=None):
     run = Path(model) if model is not None and Path(model).is_dir() else None
     src = Path(pred.source)
     desc = {} if run else _json(src.with_suffix('.json'))
-    res = _json(run/'results.json') if run else desc.get('results') or {}
+    res = _json(run/'results.json') if run else dict(desc.get('results') or {}, **{k: desc[k] for k in ('recipe',) if k in desc})
     run = run or _shipped_run(desc)  # a shipped model's figures, where its committed run folder is at hand
     examples, what = (examples, 'Examples') if examples else _examples()
     with gr.Blocks(title='fastcifar demo', analytics_enabled=False) as demo:

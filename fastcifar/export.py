@@ -195,7 +195,9 @@ def ship(run, name, folder=None, best=False, replace=False):
     read_safe(run/'model.json')  # loads, fits the class and is finite, or says why not
     if not replace and (folder/f'{name}.json').exists(): raise ModelError(f'{folder/name}.json exists; pass replace=True (--replace) to replace it')
     cfg = json.loads((run/'model.json').read_text())
-    cfg.update(weights=f'{name}.safetensors', results=json.loads((run/'results.json').read_text()), run=run.name)
+    from .recipe import recipe_of  # the recipe's name today (runs made before a rename record the old one)
+    res = json.loads((run/'results.json').read_text())
+    cfg.update(weights=f'{name}.safetensors', results=res, run=run.name, recipe=recipe_of(res))
     data = (run/'model.safetensors').read_bytes()
     folder.mkdir(parents=True, exist_ok=True)
     atomic_write(folder/f'{name}.safetensors', lambda p: p.write_bytes(data))

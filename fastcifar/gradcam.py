@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from PIL import Image
 from .model import layer_table
 
-__all__ = ['LAYERS', 'DEFAULT_LAYER', 'gradcam', 'colorize', 'overlay']
+__all__ = ['LAYERS', 'DEFAULT_LAYER', 'gradcam', 'colorize', 'overlay', 'confident_mistakes']
 
 LAYERS = [r['name'] for r in layer_table() if r['op'] == 'conv']  # the conv units Grad-CAM can look at, input first
 DEFAULT_LAYER = 'c4.conv2'  # the last spatial conv (5x5): the most class-specific maps, the coarsest
@@ -84,3 +84,10 @@ def overlay(img, heat, alpha=0.5, size=None, cmap='jet'):
     im = np.asarray(img.convert('RGB').resize(wh, Image.Resampling.NEAREST), np.float32)
     h = np.asarray(Image.fromarray(np.asarray(heat, np.float32), 'F').resize(wh, Image.Resampling.BILINEAR))
     return (im*(1-alpha) + colorize(h, cmap).astype(np.float32)*alpha + 0.5).clip(0, 255).astype(np.uint8)
+
+def confident_mistakes(pred, x, y, n=12):
+    "(indices, predicted class, its probability) of the `n` images of uint8 (N,32,32,3) `x` with labels `y` (class indices of `pred`) the model gets wrong most confidently"
+    conf, yhat = pred.probs(x).max(1)
+    wrong = (yhat != torch.as_tensor(y)).nonzero()[:, 0]
+    idx = wrong[conf[wrong].argsort(descending=True)[:n]]
+    return idx.numpy(), yhat[idx].numpy(), conf[idx].numpy()

@@ -36,11 +36,12 @@ def test_ship_a_run(tmp_path):
     from fastcifar.export import ship
     from fastcifar.predict import load_model
     run = tmp_path/'run-1'; write_untrained(run, 'model', best=False)
-    (run/'results.json').write_text(json.dumps({'final_test_accuracy': 0.5}))
+    (run/'results.json').write_text(json.dumps({'final_test_accuracy': 0.5, 'recipe': 'seed', 'aug_spec': 'readme'}))
     dest = tmp_path/'weights'
     js = ship(run, 'seed', dest, best=True)
     cfg = json.loads(js.read_text())
-    assert (cfg['weights'], cfg['results'], cfg['run']) == ('seed.safetensors', {'final_test_accuracy': 0.5}, 'run-1')
+    assert (cfg['weights'], cfg['run']) == ('seed.safetensors', 'run-1') and cfg['results']['final_test_accuracy'] == 0.5
+    assert cfg['recipe'] == 'seed-readme'  # today's name of what the run recorded as 'seed' with the README's augmentation
     assert (dest/'seed.safetensors').read_bytes() == (run/'model.safetensors').read_bytes()
     assert json.loads((dest/'index.json').read_text()) == {'best': 'seed'}
     x = torch.rand(2, 3, 32, 32)

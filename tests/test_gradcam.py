@@ -117,3 +117,14 @@ def test_heat_follows_the_class(trained):
     assert score(trained) >= 0.9
     torch.manual_seed(0)
     assert score(Net(dropout=0).eval()) < 0.2  # the same test of an untrained Net fails: it can fail
+
+def test_confident_mistakes():
+    "Only wrong predictions, the most confident first, at most n; their predicted class and its probability"
+    from fastcifar.gradcam import confident_mistakes
+    probs = torch.tensor([[.9, .1], [.2, .8], [.3, .7], [.6, .4], [.05, .95]])
+    class Pred:
+        def probs(self, x): assert len(x) == len(probs); return probs
+    y = np.array([0, 0, 1, 1, 0])  # wrong: 1 (0.8 for class 1), 3 (0.6 for class 0), 4 (0.95 for class 1)
+    idx, yhat, conf = confident_mistakes(Pred(), np.zeros((5, 32, 32, 3), np.uint8), y, n=2)
+    assert idx.tolist() == [4, 1] and yhat.tolist() == [1, 1] and np.allclose(conf, [.95, .8])
+    assert confident_mistakes(Pred(), np.zeros((5, 32, 32, 3), np.uint8), y)[0].tolist() == [4, 1, 3]

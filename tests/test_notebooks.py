@@ -6,7 +6,7 @@ from nbclient import NotebookClient
 
 NB_DIR = Path(__file__).resolve().parents[1]/'notebooks'
 # notebook: the fewest image outputs it must produce (one per plot it makes)
-IMAGES = {'01_data.ipynb': 4, '02_lr_find.ipynb': 1, '03_train_interpret.ipynb': 4}
+IMAGES = {'01_data.ipynb': 4, '02_lr_find.ipynb': 1, '03_train_interpret.ipynb': 4, '04_gradcam.ipynb': 3}
 # the notebooks' parameters (read from the environment by their first code cell): tiny and quick; lr_find needs
 # about 30 iterations or more, else its `slide` suggestion has too few points (IndexError)
 PARAMS = dict(FASTCIFAR_NB_FRAC='1', FASTCIFAR_NB_EPOCHS='1', FASTCIFAR_NB_BS='16', FASTCIFAR_NB_LR_ITERS='40')
@@ -74,6 +74,8 @@ def test_notebook_runs_on_tiny_data(name, executed, monkeypatch):
         assert 'True' in outputs(nb)[-1].data['text/plain']  # the last cell built a fresh Learner (no optimizer yet)
     if name == '03_train_interpret.ipynb':
         assert 'final_test_accuracy' in out and 'actual' in out and 'predicted' in out
+    if name == '04_gradcam.ipynb':  # the best shipped model, on the tiny test set
+        assert 'model: fastcifar/weights/' in out and 'of 50 images' in out
     assert secs < 240, f'{name} took {secs:.0f}s on tiny data'
 
 @pytest.mark.parametrize('name', list(IMAGES))
