@@ -1,0 +1,22 @@
+"bench/README.md's speed table is generated from the recorded bench.speed outputs (bench/results/speed_*.json)."
+import json
+from pathlib import Path
+from bench.report import BENCH, speed_runs, speed_table, sync_readme
+
+def test_readme_speed_table_is_generated():
+    text = (BENCH/'README.md').read_text()
+    assert text == sync_readme(text), 'bench/README.md is stale: run python -m bench.report'
+
+def test_speed_table_quotes_each_run(tmp_path):
+    "Each recorded run is one row with its own figures; no run, one line saying so"
+    r = dict(date='2026-11-26 23:00', cpu='AMD EPYC', threads=2, matmul_peak_gflops=612.4, step_ms={'faithful': 150.25, 'no dropout': 120.5},
+             step_fraction_of_peak={'faithful': 0.52, 'no dropout': 0.648}, faithful_over_no_dropout=1.247,
+             data_images_per_s={'albumentations': 3400.2, 'batch': 41000.7}, loop_overhead_us=812.3,
+             epoch={'batch': dict(train_s=60.0, data_wait_s=1.2, in_batch_s=58.0, test_s=5.0, steps=391)})
+    (tmp_path/'speed_cpu.json').write_text(json.dumps(r))
+    runs = speed_runs(tmp_path)
+    rows = speed_table(runs).splitlines()
+    assert len(rows) == 3 and rows[2].startswith('| [speed_cpu.json](results/speed_cpu.json) | AMD EPYC, 2 threads; 2026-11-26 23:00 | 612 |')
+    for cell in ('150.2 (52%)', '120.5 (65%)', '**1.25x**', '3,400', '41,001', '| 812 |', 'not timed', '60.0 s: data wait 1.2 s (2.0%)'):
+        assert cell in rows[2], cell
+    assert speed_table([]).startswith('*No `python -m bench.speed` output')
