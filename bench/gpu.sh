@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One prepared GPU session (a lent H100/H200, no registry): run from the repo root on the GPU machine after
-# `bash ../shared/gpu/prepare.sh` here, with .gpu carried. Trains several 30-epoch runs side by side (now: more seeds of
-# the improved recipe) and writes $OUT/gpu_runs.tgz: each run's folder without model.pkl
+# `bash ../shared/gpu/prepare.sh` here, with .gpu carried. Trains 30-epoch runs: the timed ones alone, then more seeds
+# side by side and writes $OUT/gpu_runs.tgz: each run's folder without model.pkl
 # (and without checkpoint.pth where the run finished), its log's last lines, and the wall times.
 # The lone faithful run's timing is bench/results and results/gpu-h200-seed42: 5.95 s an epoch, bound by the CPU side.
 set -u
@@ -17,8 +17,16 @@ run() {  # name, then train flags
   echo "$n rc=$? wall_s=$(( $(date +%s) - t0 ))" | tee -a $R/walls.txt
 }
 # Seen 2026-11-26 on an H200: one run alone 5.95 s an epoch (15 workers); 8 side by side (2 workers each) 21-29 s an
-# epoch each, so only 16-20 of 30 epochs in 500 s (they were finished on the CPU with --resume). Hence 3 at a time.
-for s in 1 2 3; do run improved-seed$s --recipe improved --seed $s & done
+# epoch each, so only 16-20 of 30 epochs in 500 s (they were finished on the CPU with --resume). Hence: the timed runs
+# alone (the speed targets: 30 faithful epochs with --aug batch, and with the default albumentations path), then
+# more seeds 3 at a time (their times are not comparable).
+WORKERS=15 run seed-batch-seed1 --recipe seed --aug batch --random-seed 1
+WORKERS=15 run seed-seed1 --recipe seed --random-seed 1
+for s in 2 3; do run seed-batch-seed$s --recipe seed --aug batch --random-seed $s & done
+run improved-seed1 --recipe improved --random-seed 1 &
+wait
+for s in 2 3; do run seed-seed$s --recipe seed --random-seed $s & done
+run improved-seed2 --recipe improved --random-seed 2 &
 wait
 for d in $R/*/; do rm -f $d/model.pkl; [ -f $d/results.json ] && rm -f $d/checkpoint.pth; done
 for f in $R/*.log; do tr '\r' '\n' < $f | grep -v '^ *$' | tail -40 > $f.tail; rm $f; done
