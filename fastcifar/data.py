@@ -34,6 +34,10 @@ AUGS = dict(
                 fill=MEAN_FILL),       # hole colour, pixels (RGB)
     albu2=dict(flip=0.5, affine=0.5, shift=0.0625, scale=(0.9, 1.1), same_scale=False, rotate=7, border='constant',
                cutout=0.5, holes=(1, 2), hole=(0.1, 0.2), fill=0),  # hole sides int(32*U(0.1, 0.2)): 3-6 px
+    # not the seed's: flip and a whole-pixel translation with reflect-101 borders on every image (reflect padding and a
+    # random crop, as fast CIFAR-10 trainers augment), no zoom, rotation or hole; shifts int(U(-4, 4)): -3..3 pixels
+    translate=dict(flip=0.5, affine=1., shift=0.125, scale=(1., 1.), same_scale=True, rotate=0, border='reflect101',
+                   cutout=0., holes=(1, 1), hole=(16, 16), fill=MEAN_FILL),  # --cutout N: one NxN hole of the mean
 )
 SEED_AUG = 'albu2'  # the default (`--recipe seed`): its curves are the closer to the seed's published table
 

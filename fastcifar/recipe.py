@@ -47,7 +47,7 @@ SETTINGS = (
     Setting('wd', float, None, "L2 weight decay added to every parameter's gradient, as the seed's torch SGD did", _nonneg, '0 or more'),
     Setting('label_smoothing', float, None, 'label smoothing of the cross-entropy (0: none)', _frac, '0 or more and below 1'),
     Setting('dropout', float, None, "probability of the Net's Dropout layers", _frac, '0 or more and below 1'),
-    Setting('aug_spec', str, None, "the seed's augmentation: readme (as its README says) or albu2 (its calls under albumentations 2.x)", lambda v: v in AUGS, ' or '.join(AUGS)),
+    Setting('aug_spec', str, None, "the augmentation: readme (the seed's, as its README says), albu2 (the seed's calls under albumentations 2.x) or translate (flip and a whole-pixel shift of up to 3, reflect-101 borders)", lambda v: v in AUGS, ' or '.join(AUGS)),
     Setting('cutout', int, None, 'one square cutout hole of this side in pixels, 0 for none (default: the augmentation\'s own holes)', lambda v: 0 <= v <= SIZE, f'from 0 (no cutout) to {SIZE} pixels'),
     Setting('aug', str, 'albumentations', 'where the augmentation runs: albumentations (per image, the design) or batch (torch ops on whole batches, on the training device; same distributions)', lambda v: v in ('albumentations', 'batch'), 'albumentations or batch'),
     Setting('valid', str, 'test', 'the validation set: test (the test set, as the seed) or holdout (5,000 training images, seeded; the test set unseen: for choosing settings)', lambda v: v in ('test', 'holdout'), 'test or holdout'),

@@ -49,25 +49,32 @@ def test_warp_borders_are_cv2s():
 
 def _sd_ok(hits, n, p): return abs(hits - n*p) <= 5*(n*p*(1 - p))**.5
 
+def _whole_pixel_shifts(ts, shift):
+    "int(U(-s, s)) for a whole number of pixels s = 32*shift: -(s-1)..s-1, 0 twice as likely as each other value."
+    s = round(32*shift)
+    odds = {v: (2 if v == 0 else 1)/(2*s) for v in range(1 - s, s)}
+    assert set(np.unique(ts).tolist()) == set(odds), np.unique(ts)
+    assert all(_sd_ok((ts == v).sum(), ts.size, q) for v, q in odds.items())
+
 @pytest.mark.parametrize('aug', list(AUGS))
 def test_draws_follow_the_spec(aug):
     spec, n = aug_spec(aug), 20_000
     p = draw_params(spec, n, gen=torch.Generator().manual_seed(1))
     for k in ('flip', 'affine', 'cutout'): assert _sd_ok(p[k].sum().item(), n, spec[k]), k
     r, (lo, hi) = spec['rotate'], spec['scale']
-    assert -r <= p['rot'].min() < -0.99*r and r*0.99 < p['rot'].max() <= r
+    if r: assert -r <= p['rot'].min() < -0.99*r and r*0.99 < p['rot'].max() <= r
+    else: assert (p['rot'] == 0).all()
     for k in ('sx', 'sy'): assert lo <= p[k].min() < lo + 0.01 and hi - 0.01 < p[k].max() <= hi
     if spec['same_scale']: assert torch.equal(p['sx'], p['sy'])
     else: assert abs(np.corrcoef(p['sx'], p['sy'])[0, 1]) < 0.05
-    # albumentations truncates the shift to whole pixels: int(U(-2, 2)) is -1, 0, 1 with odds 1:2:1
-    for k in ('tx', 'ty'):
-        assert set(p[k].tolist()) == {-1., 0., 1.} and all(_sd_ok((p[k] == v).sum().item(), n, q) for v, q in ((-1, .25), (0, .5), (1, .25)))
+    # albumentations truncates the shift to whole pixels: int(U(-s, s)) for s = shift*32 pixels
+    for k in ('tx', 'ty'): _whole_pixel_shifts(p[k].numpy(), spec['shift'])
     nh, (y, x, h, w) = p['n'], p['holes'].unbind(-1)
     assert set(nh.tolist()) == set(range(spec['holes'][0], spec['holes'][1] + 1))
     assert (y >= 0).all() and (y + h <= 32).all() and (x >= 0).all() and (x + w <= 32).all() and y.min() == x.min() == 0
     assert ((y + h) == 32).any() and ((x + w) == 32).any()
-    if aug == 'readme': assert (h == 16).all() and (w == 16).all() and (nh == 1).all()
-    else:  # int(32*U(0.1, 0.2)): 3, 4, 5, 6 with odds 0.8:1:1:0.4; one or two holes, evenly
+    if spec['holes'] == (1, 1): assert (h == spec['hole'][0]).all() and (w == spec['hole'][1]).all() and (nh == 1).all()
+    else:  # albu2: int(32*U(0.1, 0.2)): 3, 4, 5, 6 with odds 0.8:1:1:0.4; one or two holes, evenly
         assert _sd_ok((nh == 2).sum().item(), n, .5)
         for s in (h, w): assert all(_sd_ok((s == v).sum().item(), s.numel(), q/3.2) for v, q in ((3, .8), (4, 1), (5, 1), (6, .4)))
     p8 = draw_params(aug_spec(aug, 8), 1000, gen=torch.Generator().manual_seed(1))
@@ -81,8 +88,7 @@ def test_shift_is_distributed_as_albumentations(aug):
     for _ in range(2000):
         m = aff.get_params_dependent_on_data({'shape': (32, 32, 3)}, {})['matrix']
         ts.append(m[:2, 2] - c + m[:2, :2] @ c)  # m = T(c) T(t) R S T(-c)
-    ts = np.round(np.array(ts), 6)
-    assert set(ts.ravel()) == {-1., 0., 1.} and all(_sd_ok((ts == v).sum(), ts.size, q) for v, q in ((-1, .25), (0, .5), (1, .25)))
+    _whole_pixel_shifts(np.round(np.array(ts), 6), aug_spec(aug)['shift'])
 
 @pytest.mark.parametrize('aug,cut', [('readme', None), ('readme', 8), ('albu2', 8)])
 def test_hole_is_exactly_h_by_w_of_the_fill(aug, cut):

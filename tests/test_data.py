@@ -162,3 +162,20 @@ def test_holdout_validation_is_carved_from_training_images():
     again, _ = cifar_items(c, valid='holdout')
     assert all(np.array_equal(p[0], q[0]) for p, q in zip(items, again))  # fixed, whatever the run's random seed
     with pytest.raises(DataError, match='--valid dev: unknown'): cifar_items(c, valid='dev')
+
+def test_translate_is_flip_and_a_reflect_padded_crop():
+    "`translate`: every output is the image (or its mirror) padded by reflect-101 and cropped at a whole-pixel shift of -3..3"
+    import cv2
+    img = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    crops = {}
+    for src in (img, img[:, ::-1]):
+        pad = cv2.copyMakeBorder(np.ascontiguousarray(src), 3, 3, 3, 3, cv2.BORDER_REFLECT_101)
+        for dy in range(7):
+            for dx in range(7): crops[pad[dy:dy+32, dx:dx+32].tobytes()] = (dy - 3, dx - 3)
+    aug, seen = seed_augs(seed=0, aug='translate'), set()
+    assert [type(t).__name__ for t in aug.transforms] == ['HorizontalFlip', 'Affine']
+    for _ in range(1500):  # each corner shift has odds 1/64
+        out = aug(image=img)['image']
+        assert out.tobytes() in crops
+        seen.add(crops[out.tobytes()])
+    assert len(seen) == 49  # every shift from -3 to 3 on both axes occurs
