@@ -3,6 +3,7 @@
 `train()` reads top to bottom: settings, run folder, checkpoint, data, learner, callbacks, restore, fit, export.
 """
 import importlib, os, pickle, platform, subprocess, sys, warnings, numpy as np, torch
+from functools import partial
 from pathlib import Path
 from torch import nn
 from fastcore.xtras import ContextManagers
@@ -33,10 +34,10 @@ class TrainError(ValueError):
 class Interrupted(TrainError):
     "The run was stopped by Ctrl-C; its last checkpoint is kept."
 
-def seed_opt(params, lr=0.05, **kw):
-    "torch's SGD, as the seed used it: L2 weight decay added to the gradient of every parameter."
+def seed_opt(params, lr=0.05, nesterov=False, **kw):
+    "torch's SGD, as the seed used it: L2 weight decay added to the gradient of every parameter; `nesterov`: Nesterov momentum."
     # fastai's own SGD decouples weight decay and skips BN/bias, which is not the seed's recipe
-    return OptimWrapper(params, opt=torch.optim.SGD, lr=lr, momentum=SCHEDULE['momentum'], **kw)
+    return OptimWrapper(params, opt=torch.optim.SGD, lr=lr, momentum=SCHEDULE['momentum'], nesterov=nesterov, **kw)
 
 def fit_seed_cycle(learn, epochs, lr=0.05, cbs=None, start_epoch=0):
     "`fit_one_cycle` with torch `OneCycleLR`'s shape (pct_start 0.3, div 25, final div 1e4, momentum 0.85-0.95)."
@@ -69,11 +70,11 @@ def pick_precision(precision='auto', device=None):
     if precision == 'fp16' and not cuda: raise TrainError('--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32')
     return precision
 
-def seed_learner(dls, model=None, wd=1e-4, precision='auto', path='.', channels_last=True, label_smoothing=0.):
+def seed_learner(dls, model=None, wd=1e-4, precision='auto', path='.', channels_last=True, label_smoothing=0., nesterov=False):
     "The seed's Learner: Net, cross-entropy, accuracy, torch SGD with L2 weight decay, in `precision`."
     loss = LabelSmoothingCrossEntropyFlat(eps=label_smoothing) if label_smoothing else CrossEntropyLossFlat()
     learn = Learner(dls, model if model is not None else Net(), loss_func=loss,
-                    metrics=accuracy, opt_func=seed_opt, wd=wd, path=path, model_dir='.')
+                    metrics=accuracy, opt_func=partial(seed_opt, nesterov=nesterov), wd=wd, path=path, model_dir='.')
     prec = pick_precision(precision, dls.device)
     cuda = torch.device(dls.device or 'cpu').type == 'cuda'
     if channels_last: learn.add_cb(ChannelsLast())
@@ -116,7 +117,7 @@ def _workers(workers, device):
 
 # ------------------------------------------------------------------------------------------------------ the steps
 
-_OLD = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, cutout=16, aug_spec='readme', aug='albumentations', valid='test', world_size=1)  # what older checkpoints lack
+_OLD = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, cutout=16, aug_spec='readme', aug='albumentations', valid='test', world_size=1)  # what older checkpoints lack
 
 def _settings(kw):
     "Every setting of the run, checked: given > recipe > default."
@@ -178,7 +179,7 @@ def _data(cfg, rank):
 
 def _learner(cfg, dls, out):
     return seed_learner(dls, get_model(cfg['model'], cfg['dropout']), cfg['wd'], cfg['precision'], path=out,
-                        label_smoothing=cfg['label_smoothing'])
+                        label_smoothing=cfg['label_smoothing'], nesterov=cfg['nesterov'])
 
 def _aug(dls):
     "The augmentation of the training DataLoader (its random state is checkpointed): albumentations' or `BatchAug`, or None."

@@ -17,11 +17,11 @@ ONE_RUN_TARGET = 0.82                # this project's target for one run of the 
 GOAL = 1.5                           # points `--recipe improved` set out to gain over `--recipe seed-readme`, the recipe it was derived from
 
 # A run's recipe settings: what makes two runs the same experiment (the seed aside).
-KEYS = ('recipe', 'wd', 'label_smoothing', 'dropout', 'cutout', 'aug_spec', 'model_version')
+KEYS = ('recipe', 'wd', 'label_smoothing', 'dropout', 'nesterov', 'cutout', 'aug_spec', 'model_version')
 # What a results.json written before a setting was recorded ran with: the seed's dropout and 16x16 hole (no flag
 # changed them yet), its README's augmentation, and the Net's first layout (Dropout after the depthwise conv too).
 # (Its recorded recipe name is read as today's by its settings: `fastcifar.recipe.recipe_of`.)
-LEGACY = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, cutout=16, aug_spec='readme', model_version=1)
+LEGACY = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, cutout=16, aug_spec='readme', model_version=1)
 def _own_hole(aug_spec):
     "The side of augmentation `aug_spec`'s one square hole, or None where its holes vary in number or size."
     aug = AUGS[aug_spec]
@@ -34,7 +34,8 @@ def _resolved(r):
 RECIPES = {k: _resolved(v) for k, v in _RECIPES.items()}  # what each recipe sets, from fastcifar.recipe
 SEED_RECIPE, README_RECIPE, IMPROVED = RECIPES['seed'], RECIPES['seed-readme'], RECIPES['improved']
 _WORDS = dict(wd=lambda v: f'wd {_sci(v)}', label_smoothing=lambda v: f'label smoothing {v:g}',
-              dropout=lambda v: f'dropout {v:g}', cutout=lambda v: f'cutout {v}x{v}' if v else 'no cutout',
+              dropout=lambda v: f'dropout {v:g}', nesterov=lambda v: 'Nesterov momentum' if v else 'no Nesterov momentum',
+              cutout=lambda v: f'cutout {v}x{v}' if v else 'no cutout',
               aug_spec=lambda v: f'augmentation {v}')
 
 def _sci(v):
@@ -44,7 +45,9 @@ def _sci(v):
 
 def pct(x): return f'{100*x:.2f}%'
 def pts(d): return f'{100*d:+.2f}'
-def _flag(k, v): return f"--{k.replace('_', '-')} {_sci(v) if k == 'wd' else f'{v:g}' if isinstance(v, float) else v}"
+def _flag(k, v):
+    if isinstance(v, bool): return f"--{'' if v else 'no-'}{k.replace('_', '-')}"
+    return f"--{k.replace('_', '-')} {_sci(v) if k == 'wd' else f'{v:g}' if isinstance(v, float) else v}"
 
 def mean_sd(xs):
     "Mean ± sample SD (ddof 1) of fractions, in percent; the value alone for one run."

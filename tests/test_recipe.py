@@ -21,7 +21,8 @@ def test_the_command_line_is_the_table():
     p = parser()
     flags = {a.option_strings[0] for a in p._actions if a.option_strings and a.dest != 'help'}
     assert flags == {s.flag for s in SETTINGS}
-    assert vars(p.parse_args([])) == {s.name: (False if s.type is bool else None) for s in SETTINGS}
+    assert vars(p.parse_args([])) == {s.name: (False if s.default is False else None) for s in SETTINGS}
+    assert p.parse_args(['--nesterov']).nesterov is True and p.parse_args(['--no-nesterov']).nesterov is False
     assert p.parse_args(['--label-smoothing', '0.2', '--resume']).label_smoothing == 0.2
     help = p.format_help().replace('\n', ' ')
     assert 'seed 0.0001; seed-readme 0.0001; improved 0.0005' in ' '.join(help.split())  # each recipe's value
@@ -30,6 +31,7 @@ def test_rerun_command_has_no_machine_paths():
     cfg = resolve(data='/home/me/data/cifar10.tgz', out='/scratch/runs/r7', recipe='improved', epochs=5, workers=4, resume=True)
     assert rerun_command(cfg) == 'python -m fastcifar.train --data cifar10.tgz --out runs/r7 --recipe improved --epochs 5'
     assert rerun_command(resolve(recipe='improved', wd=1e-4)) == 'python -m fastcifar.train --recipe improved --wd 0.0001'
+    assert rerun_command(resolve(nesterov=True)) == 'python -m fastcifar.train --recipe seed --nesterov'
 
 def test_the_default_is_the_seeds_calls_under_albumentations_2():
     "`--recipe seed` and the data's default augmentation are one declaration: albu2; the README's words are seed-readme."

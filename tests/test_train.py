@@ -121,12 +121,15 @@ def test_improved_recipe_sets_its_choices_and_flags_win(tiny_tgz, tmp_path):
     assert res['params'] == 193_280 and res['epochs'] == 1  # same Net, same parameters
     assert _dropouts(learn.model) == [0.]*8 and learn.loss_func.eps == 0.1
     assert all(g['weight_decay'] == 5e-4 for g in learn.opt.opt.param_groups)
-    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, dropout=0., aug_spec='readme', cutout=0)
+    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, dropout=0., nesterov=False, aug_spec='readme', cutout=0)
+    assert not any(g['nesterov'] for g in learn.opt.opt.param_groups)
     assert res['cutout'] == 0 and _augs(learn) == ['HorizontalFlip', 'Affine']  # no cutout hole
-    learn = train(tiny_tgz, tmp_path/'imp2', epochs=1, bs=32, recipe='improved', wd=1e-4, dropout=0.2, cutout=16, show=False)
-    assert all(g['weight_decay'] == 1e-4 for g in learn.opt.opt.param_groups) and _dropouts(learn.model) == [0.2]*8
+    learn = train(tiny_tgz, tmp_path/'imp2', epochs=1, bs=32, recipe='improved', wd=1e-4, dropout=0.2, cutout=16, nesterov=True, show=False)
+    assert all(g['weight_decay'] == 1e-4 and g['nesterov'] and g['momentum'] > 0 for g in learn.opt.opt.param_groups)
+    assert _dropouts(learn.model) == [0.2]*8
     assert _augs(learn) == ['HorizontalFlip', 'Affine', 'CoarseDropout']
-    assert json.loads((tmp_path/'imp2'/'results.json').read_text())['cutout'] == 16
+    res = json.loads((tmp_path/'imp2'/'results.json').read_text())
+    assert res['cutout'] == 16 and res['nesterov'] is True and '--nesterov' in res['command']
 
 def test_precision_flags(tiny_tgz):
     dls = cifar_dls(tiny_tgz, bs=32)
