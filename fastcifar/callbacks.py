@@ -1,5 +1,6 @@
 """fastai callbacks of a training run: CPU bf16 autocast, history, checkpoints, plots, results."""
 import json, random, time, numpy as np, torch
+import torch.nn.functional as F
 from fastcore.foundation import L
 from contextlib import nullcontext
 from fastai.callback.core import Callback
@@ -11,7 +12,7 @@ from .files import atomic_write
 from .model import bare_model
 from .distributed import all_ranks, gather, sum_ranks, unwrap_dl
 
-__all__ = ['NonFiniteLoss', 'CPUAutocast', 'History', 'Checkpoint', 'RunArtefacts',
+__all__ = ['NonFiniteLoss', 'CPUAutocast', 'History', 'Checkpoint', 'RunArtefacts', 'shift_image',
            'rng_state', 'set_rng_state', 'plot_curves', 'HISTORY_COLS']
 
 HISTORY_COLS = ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy', 'seconds')
@@ -122,23 +123,40 @@ class _Confusion(ClassificationInterpretation):
     def __init__(self, vocab, cm): self.vocab, self.cm = vocab, cm
     def confusion_matrix(self): return self.cm.copy()
 
+def shift_image(x, d):
+    "Images `x` (B,C,H,W) shifted by `d` pixels down and right (negative: up and left), reflect-101 borders."
+    # F.pad's 'reflect' mirrors about the edge pixel (cv2's BORDER_REFLECT_101), as the translate augmentation
+    a = abs(d)
+    p = F.pad(x, (a, a, a, a), mode='reflect')
+    h, w = x.shape[-2:]
+    return p[..., a - d:a - d + h, a - d:a - d + w]
+
 class RunArtefacts(EpochCallback):
     "Curves every epoch; at the end the confusion matrix and `results.json` (with `info`), for finite weights only."
     order = 80
     def __init__(self, info=None): self.info, self.cm = info or {}, None
-    def before_validate(self): self.cm, self.tta_hits = None, 0
+    def before_validate(self): self.cm, self.tta_hits, self.multi_hits = None, 0, 0
     def after_pred(self):
         # the mirror image through the model in the batch's own precision (an autocast callback is still active here)
-        if not self.training and self.epoch == self.n_epoch - 1: self.flip_pred = self.model(self.xb[0].flip(-1)).float()
+        if self.training or self.epoch != self.n_epoch - 1: return
+        x = self.xb[0]
+        self.flip_pred = self.model(x.flip(-1)).float()
+        # multi-view: each orientation also shifted one pixel diagonally both ways (reflect-101 borders)
+        self.shift_probs = sum(self.model(shift_image(v, d)).float().softmax(-1) for v in (x, x.flip(-1)) for d in (1, -1))
     def after_batch(self):
         if self.training: return
         c, y = len(self.dls.vocab), gather(self.learn, self.yb[0].flatten())  # the whole batch, over every rank
         cm = torch.bincount(y*c + gather(self.learn, self.pred.argmax(-1).flatten()), minlength=c*c)
         self.cm = cm if self.cm is None else self.cm + cm
-        if self.epoch == self.n_epoch - 1: self.tta_hits += (gather(self.learn, self.flip_tta()) == y).sum()
+        if self.epoch == self.n_epoch - 1:
+            self.tta_hits += (gather(self.learn, self.flip_tta()) == y).sum()
+            self.multi_hits += (gather(self.learn, self.multi_tta()) == y).sum()
     def flip_tta(self):
         "Class predicted from the mean of the image's and its mirror's softmax (flips only: no training augmentation)."
         return (self.pred.float().softmax(-1) + self.flip_pred.softmax(-1)).argmax(-1)
+    def multi_tta(self):
+        "Class from the mean softmax of six views: the image and its mirror, each as is and shifted by (1,1) and (-1,-1)."
+        return (self.pred.float().softmax(-1) + self.flip_pred.softmax(-1) + self.shift_probs).argmax(-1)
     def epoch_done(self):
         if not rank_distrib(): plot_curves(self.history.rows, self.path/'curves.png')
     def after_fit(self):
@@ -152,7 +170,8 @@ class RunArtefacts(EpochCallback):
         if rank_distrib(): return  # rank 0 writes the run folder
         self.confusion_matrix()
         accs, n_test = [r['test_accuracy'] for r in rows], int(self.cm.sum())
-        res = dict(final_test_accuracy=accs[-1], final_test_accuracy_flip_tta=float(self.tta_hits)/n_test, best_test_accuracy=max(accs), best_epoch=accs.index(max(accs))+1,
+        res = dict(final_test_accuracy=accs[-1], final_test_accuracy_flip_tta=float(self.tta_hits)/n_test,
+                   final_test_accuracy_multi_tta=float(self.multi_hits)/n_test, best_test_accuracy=max(accs), best_epoch=accs.index(max(accs))+1,
                    final_train_accuracy=rows[-1]['train_accuracy'], epochs=len(rows),
                    train_seconds=sum(r['seconds'] for r in rows),
                    seconds_per_epoch=sum(r['seconds'] for r in rows)/len(rows))

@@ -3,7 +3,7 @@ import csv, json, numpy as np, pytest, torch
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
-from fastcifar.callbacks import CPUAutocast, Checkpoint, History, NonFiniteLoss, RunArtefacts, rng_state, set_rng_state
+from fastcifar.callbacks import CPUAutocast, Checkpoint, History, NonFiniteLoss, RunArtefacts, rng_state, set_rng_state, shift_image
 from fastcifar.data import cifar_dls
 from tests.small_models import make
 
@@ -59,10 +59,26 @@ def test_results_and_flip_tta_in_bf16(learn):
     assert res['note'] == 'x' and res['epochs'] == 1 and 0 <= res['final_test_accuracy_flip_tta'] <= 1
     # flip TTA by hand, in the same precision: the image's and its mirror's softmax averaged
     learn.model.eval()
-    hits = n = 0
+    hits = multi = n = 0
     with torch.no_grad(), torch.autocast('cpu', dtype=torch.bfloat16):
         for x, y in learn.dls.valid:
             p = learn.model(x).float().softmax(-1) + learn.model(x.flip(-1)).float().softmax(-1)
             hits, n = hits + (p.argmax(-1) == y).sum().item(), n + len(y)
+            # six views: each orientation as is and shifted by one pixel diagonally both ways
+            p = p + sum(learn.model(shift_image(v, d)).float().softmax(-1) for v in (x, x.flip(-1)) for d in (1, -1))
+            multi += (p.argmax(-1) == y).sum().item()
     assert res['final_test_accuracy_flip_tta'] == pytest.approx(hits/n, abs=1/n + 1e-9)
+    assert res['final_test_accuracy_multi_tta'] == pytest.approx(multi/n, abs=1/n + 1e-9)
     for png in ('curves.png', 'confusion_matrix.png'): assert (learn.path/png).stat().st_size > 1000
+
+def test_shift_image_is_a_reflect_101_translation():
+    x = torch.arange(2*3*5*5, dtype=torch.float32).view(2, 3, 5, 5)
+    for d in (1, -1, 2):
+        s = shift_image(x, d)
+        assert s.shape == x.shape
+        if d > 0: assert torch.equal(s[..., d:, d:], x[..., :-d, :-d])
+        else: assert torch.equal(s[..., :d, :d], x[..., -d:, -d:])
+    s = shift_image(x, 1)  # the row and column that come in mirror about the edge pixel (no repeated edge)
+    assert torch.equal(s[..., 0, 1:], x[..., 1, :-1]) and torch.equal(s[..., 1:, 0], x[..., :-1, 1])
+    cl = x.contiguous(memory_format=torch.channels_last)
+    assert torch.equal(shift_image(cl, -1), shift_image(x, -1))
