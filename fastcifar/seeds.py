@@ -12,6 +12,7 @@ from .recipe import parser
 __all__ = ['FIGURES', 'summarise', 'run_seeds', 'main']
 
 FIGURES = ('final_test_accuracy', 'final_test_accuracy_flip_tta', 'final_train_accuracy', 'seconds_per_epoch')
+MULTI = 'final_test_accuracy_multi_tta'  # six-view TTA: in the summary where every run measured it (newer runs)
 
 def _stats(xs):
     return dict(n=len(xs), mean=statistics.fmean(xs), sd=statistics.stdev(xs) if len(xs) > 1 else None, min=min(xs), max=max(xs))
@@ -23,10 +24,11 @@ def summarise(folders):
     out = dict(n=len(runs), recipe=sorted({r['recipe'] for r in runs}), seeds=[r.get('random_seed', r.get('seed')) for r in runs],
                machines=sorted({r['device'] for r in runs}), resumed=[r['folder'] for r in runs if r.get('resumed')])
     for k in FIGURES[:3]: out[k] = _stats([r[k] for r in runs])
+    if all(MULTI in r for r in runs): out[MULTI] = _stats([r[MULTI] for r in runs])
     # seconds an epoch compare only within one machine, and not for runs that were resumed (perhaps elsewhere)
     out['seconds_per_epoch'] = {m: _stats([r['seconds_per_epoch'] for r in runs if r['device'] == m and not r.get('resumed')])
                                 for m in out['machines'] if any(r['device'] == m and not r.get('resumed') for r in runs)}
-    out['runs'] = [{k: r.get(k) for k in ('folder', 'random_seed', 'device', 'resumed', *FIGURES)} for r in runs]
+    out['runs'] = [{k: r.get(k) for k in ('folder', 'random_seed', 'device', 'resumed', *FIGURES, MULTI)} for r in runs]
     return out
 
 def _pct(s): return f"{100*s['mean']:.2f}" + (f" ± {100*s['sd']:.2f}%" if s['sd'] is not None else '%') + f" (min {100*s['min']:.2f}, max {100*s['max']:.2f})"
@@ -34,15 +36,16 @@ def _pct(s): return f"{100*s['mean']:.2f}" + (f" ± {100*s['sd']:.2f}%" if s['sd
 def _markdown(sm):
     lines = [f"# {', '.join(sm['recipe'])}: {sm['n']} runs (random seeds {', '.join(map(str, sm['seeds']))})", '',
              '| figure | mean ± sample SD (min, max) |', '|---|---|']
-    lines += [f'| {k.replace("_", " ")} | {_pct(sm[k])} |' for k in FIGURES[:3]]
+    lines += [f'| {k.replace("_", " ")} | {_pct(sm[k])} |' for k in (*FIGURES[:3], MULTI) if k in sm]
     lines += [f'| seconds an epoch, {m} | {s["mean"]:.1f} ± {s["sd"] or 0:.1f} ({s["n"]} runs not resumed) |' for m, s in sm['seconds_per_epoch'].items()]
     if sm['resumed']: lines += ['', f"Resumed (their timings left out): {', '.join(sm['resumed'])}."]
     return '\n'.join(lines) + '\n'
 
 def _argv(settings, seed, folder):
     "The training command line of one seed's run: `settings` as flags."
-    args = [f"--{k.replace('_', '-')}" if v is True else f"--{k.replace('_', '-')}={v}" for k, v in settings.items()
-            if v is not None and v is not False and k not in ('out', 'random_seed', 'resume', 'overwrite')]
+    flag = lambda k: k.replace('_', '-')
+    args = [f'--{flag(k)}' if v is True else f'--no-{flag(k)}' if v is False else f'--{flag(k)}={v}' for k, v in settings.items()
+            if v is not None and k not in ('out', 'random_seed', 'resume', 'overwrite')]
     resume = (folder/'checkpoint.pth').is_file()
     return args + [f'--random-seed={seed}', f'--out={folder}'] + (['--resume'] if resume else [])
 

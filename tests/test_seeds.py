@@ -9,8 +9,11 @@ def test_two_seeds_run_and_summarise(tiny_tgz, tmp_path):
     acc = [r['final_test_accuracy'] for r in res]
     assert sm['final_test_accuracy']['mean'] == pytest.approx(statistics.fmean(acc))
     assert sm['final_test_accuracy']['sd'] == pytest.approx(statistics.stdev(acc)) and sm['final_test_accuracy']['min'] == min(acc)
+    multi = [r['final_test_accuracy_multi_tta'] for r in res]
+    assert sm['final_test_accuracy_multi_tta']['mean'] == pytest.approx(statistics.fmean(multi))
     assert json.loads((tmp_path/'s'/'summary.json').read_text())['n'] == 2
     assert 'final test accuracy' in (tmp_path/'s'/'summary.md').read_text()
+    assert 'final test accuracy multi tta' in (tmp_path/'s'/'summary.md').read_text()
     # a second call trains nothing (both runs are finished): the folders stay as they are
     before = [(tmp_path/'s'/f'seed{s}'/'history.csv').stat().st_mtime_ns for s in (1, 2)]
     assert run_seeds([1, 2], tmp_path/'s', data=str(tiny_tgz), epochs=1, bs=32)['n'] == 2
@@ -20,3 +23,10 @@ def test_a_failed_seed_is_reported(tiny_tgz, tmp_path):
     with pytest.raises(SystemExit, match='1 of 1 runs failed'):
         main(['--data', str(tiny_tgz), '--out', str(tmp_path/'s'), '--seeds', '3', '--epochs', '1', '--bs', '0'])
     assert summarise([tmp_path/'s'/'seed3'])['n'] == 0
+
+def test_switches_pass_through_both_ways(tmp_path):
+    "A recipe's on/off setting given either way reaches each run's command line (--nesterov, --no-nesterov)"
+    from fastcifar.seeds import _argv
+    assert '--nesterov' in _argv(dict(nesterov=True, epochs=2), 1, tmp_path/'seed1')
+    assert '--no-nesterov' in _argv(dict(nesterov=False), 1, tmp_path/'seed1')
+    assert not any('nesterov' in a for a in _argv(dict(nesterov=None, resume=False), 1, tmp_path/'seed1'))
