@@ -1,6 +1,6 @@
 """What dropout costs the CPU training step: torch's `nn.Dropout` against fastcifar's `Dropout` (the same mask
 distribution, drawn in bulk) and no dropout. `python -m bench.dropout`."""
-import json, statistics, time, numpy as np, torch
+import json, statistics, time, torch
 from torch import nn
 from fastcore.script import call_parse
 from fastcifar.model import Net, Dropout
@@ -11,12 +11,11 @@ class CompiledDropout(Dropout):
     fused = None
     def forward(self, x):
         if not (self.training and 0 < self.p < 1 and x.device.type == 'cpu'): return super().forward(x)
-        n, seed = x.numel(), int(torch.randint(2**62, (), dtype=torch.int64))
-        bits = torch.from_numpy(np.random.PCG64(seed).random_raw((n + 3)//4).view(np.int16)[:n]).as_strided(x.shape, x.stride())
+        bits = self.bits(x)
         if CompiledDropout.fused is None:
             def f(x, bits, thr: int, scale: float): return x * torch.where(bits >= thr, scale, 0.).to(x.dtype)
             CompiledDropout.fused = torch.compile(f, dynamic=False)
-        return CompiledDropout.fused(x, bits, round(self.p*65536) - 32768, 1/(1 - self.p))
+        return CompiledDropout.fused(x, bits, self.threshold, 1/(1 - self.p))
 
 def _with(cls):
     "The Net with every Dropout replaced by `cls` of the same p."

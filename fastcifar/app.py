@@ -185,7 +185,8 @@ def make_demo(model=None, topk=3, examples=None):
     run = Path(model) if model is not None and Path(model).is_dir() else None
     src = Path(pred.source)
     desc = {} if run else _json(src.with_suffix('.json'))
-    res = _json(run/'results.json') if run else dict(desc.get('results') or {}, **{k: desc[k] for k in ('recipe',) if k in desc})
+    res = _json(run/'results.json') if run else dict(desc.get('results') or {})
+    if 'recipe' in desc: res['recipe'] = desc['recipe']  # today's name of a shipped run's recipe
     run = run or _shipped_run(desc)  # a shipped model's figures, where its committed run folder is at hand
     examples, what = (examples, 'Examples') if examples else _examples()
     with gr.Blocks(title='fastcifar demo', analytics_enabled=False) as demo:

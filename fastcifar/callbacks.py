@@ -149,14 +149,11 @@ class RunArtefacts(EpochCallback):
         cm = torch.bincount(y*c + gather(self.learn, self.pred.argmax(-1).flatten()), minlength=c*c)
         self.cm = cm if self.cm is None else self.cm + cm
         if self.epoch == self.n_epoch - 1:
-            self.tta_hits += (gather(self.learn, self.flip_tta()) == y).sum()
-            self.multi_hits += (gather(self.learn, self.multi_tta()) == y).sum()
-    def flip_tta(self):
-        "Class predicted from the mean of the image's and its mirror's softmax (flips only: no training augmentation)."
-        return (self.pred.float().softmax(-1) + self.flip_pred.softmax(-1)).argmax(-1)
-    def multi_tta(self):
-        "Class from the mean softmax of six views: the image and its mirror, each as is and shifted by (1,1) and (-1,-1)."
-        return (self.pred.float().softmax(-1) + self.flip_pred.softmax(-1) + self.shift_probs).argmax(-1)
+            # flip TTA: the image's and its mirror's softmax summed (flips only: no training augmentation); six-view TTA
+            # adds each orientation shifted by (1,1) and (-1,-1)
+            flip = self.pred.float().softmax(-1) + self.flip_pred.softmax(-1)
+            self.tta_hits += (gather(self.learn, flip.argmax(-1)) == y).sum()
+            self.multi_hits += (gather(self.learn, (flip + self.shift_probs).argmax(-1)) == y).sum()
     def epoch_done(self):
         if not rank_distrib(): plot_curves(self.history.rows, self.path/'curves.png')
     def after_fit(self):

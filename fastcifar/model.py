@@ -53,12 +53,16 @@ class Dropout(nn.Dropout):
     # The stream is seeded from torch's generator, so `set_seed` and checkpoints (torch's RNG state) still fix it.
     def forward(self, x):
         if not (self.training and 0 < self.p < 1 and x.device.type == 'cpu') or self.inplace: return super().forward(x)
+        keep = self.bits(x) >= self.threshold
+        return x * torch.where(keep, torch.tensor(1/(1-self.p), dtype=x.dtype), torch.tensor(0, dtype=x.dtype))
+    @property
+    def threshold(self): return round(self.p*65536) - 32768  # kept where an int16 uniform on [-32768, 32767] reaches it
+    def bits(self, x):
+        "int16 uniforms shaped as `x`, in its memory order, from a PCG64 stream seeded by torch's generator."
         n, seed = x.numel(), int(torch.randint(2**62, (), dtype=torch.int64))
         bits = torch.from_numpy(np.random.PCG64(seed).random_raw((n + 3)//4).view(np.int16)[:n])
         dense = x.is_contiguous() or x.is_contiguous(memory_format=torch.channels_last)
-        bits = bits.as_strided(x.shape, x.stride()) if dense else bits.view(x.shape)  # the mask in x's memory order
-        keep = bits >= round(self.p*65536) - 32768  # int16 uniform on [-32768, 32767]
-        return x * torch.where(keep, torch.tensor(1/(1-self.p), dtype=x.dtype), torch.tensor(0, dtype=x.dtype))
+        return bits.as_strided(x.shape, x.stride()) if dense else bits.view(x.shape)
 
 def _layer(r, dropout=DROPOUT):
     if r['op'] == 'avg': return nn.AvgPool2d(r['ks'], r['stride'])
