@@ -2,7 +2,7 @@
 import json, statistics, time, torch
 from fastcore.script import call_parse
 from fastcifar.model import Net
-from fastcifar.train import cpu_name
+from fastcifar.train import cpu_name, reuse_freed_memory
 
 def _sync(dev):
     if dev.type == 'cuda': torch.cuda.synchronize()
@@ -10,6 +10,7 @@ def _sync(dev):
 def step_times(device='cpu', precision='bf16', channels_last=True, bs=128, steps=20, warmup=5, model=None):
     "Seconds per training step (forward, backward, SGD step) of the Net (or `model`) on one synthetic batch."
     dev = torch.device(device)
+    if dev.type == 'cpu': reuse_freed_memory()  # as a training run on the CPU does
     torch.manual_seed(0)
     mf = torch.channels_last if channels_last else torch.contiguous_format
     m = (model if model is not None else Net()).to(dev, memory_format=mf)
