@@ -1,13 +1,13 @@
 """CIFAR-10 as fastai DataLoaders: a DataBlock with the seed's augmentation, run by albumentations per item or per batch."""
 import cv2, os, random, numpy as np, albumentations as A
 import torch
-from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, ItemTransform, IndexSplitter,
-                               IntToFloatTensor, Normalize, TensorImage)
+from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, Categorize, ItemTransform, IndexSplitter,
+                               IntToFloatTensor, Normalize, TensorImage, TensorCategory)
 from .sources import CLASSES, DataError, load_cifar
 from .images import SIZE
 from .augment import batch_augs
 
-__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'AUGS', 'SEED_AUG', 'aug_spec', 'albumentations_pipeline', 'GetImage', 'GetLabel', 'seed_augs', 'AlbumentationsTransform', 'HOLDOUT', 'cifar_items',
+__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'AUGS', 'SEED_AUG', 'aug_spec', 'albumentations_pipeline', 'GetImage', 'GetLabel', 'LabelIndex', 'seed_augs', 'AlbumentationsTransform', 'HOLDOUT', 'cifar_items',
            'cifar_block', 'cifar_dls']
 
 STATS = ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])  # the seed's normalisation (mean, std)
@@ -85,6 +85,10 @@ class GetLabel(_Direct, ItemTransform):
     def _tfm(self, o): return o[1]
     def encodes(self, o): return o[1]
 
+class LabelIndex(_Direct, Categorize):
+    "fastai's `Categorize` (vocab, decodes, `dls.vocab`) with its encoding called straight: no type dispatch per item."
+    def _tfm(self, o): return TensorCategory(self.vocab.o2i[o])
+
 class AlbumentationsTransform(_Direct, ItemTransform):
     "Apply an albumentations pipeline to the image of an (image, label) item, on the training split only."
     split_idx, order = 0, 2
@@ -143,8 +147,10 @@ def cifar_block(valid_idx, augment=True, seed=None, cutout=None, aug=SEED_AUG, e
     batch = [batch_augs(spec, seed)] if spec and executor == 'batch' else []
     # Items are decoded arrays: one cheap transform makes the tensor, no PIL round trip per item and epoch
     images = TransformBlock(batch_tfms=IntToFloatTensor)
-    images.item_tfms = []  # GetImage already gives tensors: no per-item ToTensor
-    return DataBlock(blocks=(images, CategoryBlock(vocab=list(CLASSES))),
+    labels = CategoryBlock(vocab=list(CLASSES))
+    labels.type_tfms = [LabelIndex(vocab=list(CLASSES))]
+    images.item_tfms = labels.item_tfms = []  # both already tensors: no per-item ToTensor (type dispatch on each element)
+    return DataBlock(blocks=(images, labels),
                      get_x=GetImage(), get_y=GetLabel(), splitter=IndexSplitter(valid_idx),
                      item_tfms=item, batch_tfms=batch + [Normalize.from_stats(*STATS)])
 

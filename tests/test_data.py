@@ -26,6 +26,18 @@ def test_labels_follow_the_items(tiny_tgz):
         x, y = dls.train_ds[i]
         assert np.array_equal(x.permute(1, 2, 0).numpy(), data.x_train[i]) and dls.vocab[y] == CLASSES[data.y_train[i]]
 
+def test_labels_encode_and_decode_as_fastai_categorize(tiny_tgz):
+    "The label transform is fastai's Categorize without its per-item dispatch: same tensors, same decoding."
+    from fastai.vision.all import Categorize, ToTensor
+    from fastcifar.data import LabelIndex
+    ref, fast = Categorize(vocab=list(CLASSES)), LabelIndex(vocab=list(CLASSES))
+    for c in CLASSES:
+        assert fast(c) == ref(c) and type(fast(c)) is type(ref(c)) and fast.decode(fast(c)) == c
+    with pytest.raises(KeyError): fast('unicorn')
+    dls = cifar_dls(tiny_tgz, bs=16, seed=0)
+    assert not any(isinstance(t, ToTensor) for t in dls.train.after_item.fs)  # items are tensors already
+    assert [y for _, y in dls.valid.decode_batch(dls.valid.one_batch(), max_n=3)] == [CLASSES[i] for i in load_cifar(tiny_tgz).y_test[:3]]
+
 def test_frac_is_the_fraction_of_every_class_seeded():
     from fastcifar.sources import Cifar
     x, y, xt, yt = synthetic_arrays(10, 4)
