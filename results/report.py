@@ -8,7 +8,7 @@ from fastcifar.data import AUGS
 
 __all__ = ['RESULTS', 'ROOT', 'EPOCHS', 'KEYS', 'LEGACY', 'RECIPES', 'SEED_RECIPE', 'README_RECIPE', 'IMPROVED', 'pct', 'pts', 'mean_sd',
            'seed_table', 'settings', 'machine', 'load_run', 'load_runs', 'is_seed', 'is_readme', 'changes', 'describe', 'command', 'group_runs',
-           'seed_group', 'readme_group', 'improved_group', 'seed_distance', 'headline', 'fidelity', 'report', 'derived_blocks', 'sync_readme', 'main']
+           'seed_group', 'readme_group', 'improved_group', 'seed_distance', 'headline', 'fidelity', 'search_section', 'report', 'derived_blocks', 'sync_readme', 'main']
 
 RESULTS = Path(__file__).resolve().parent
 ROOT = RESULTS.parent
@@ -85,11 +85,14 @@ def load_run(path):
     "One run folder as a namespace: results, history, settings, where and when it ran."
     path = Path(path); res = json.loads((path/'results.json').read_text()); md = (path/'RUN.md').read_text()
     date = re.search(r'\d{4}-\d{2}-\d{2}', md.splitlines()[0])
-    return NS(name=path.name, res=res, hist=_csv(path/'history.csv'), s=settings(res), md=md,
+    return NS(name=path.name, res=res, hist=_csv(path/'history.csv'), s=settings(res), md=md, valid=res.get('valid', 'test'),
               seed=res.get('seed', res.get('random_seed')), kind=path.name.split('-')[0],
               date=date[0] if date else '', machine=machine(path.name, res, md), short=machine(path.name, res, md, True))
 
-def load_runs(folder=RESULTS): return [load_run(p.parent) for p in sorted(Path(folder).glob('*/results.json'))]
+def load_runs(folder=RESULTS, valid='test'):
+    "The run folders under `folder` that validated on `valid`: 'test' (the test set), 'holdout' (the validation split), None (all)."
+    runs = [load_run(p.parent) for p in sorted(Path(folder).glob('*/results.json'))]
+    return [r for r in runs if valid is None or r.valid == valid]
 
 def _diff(s, base): return {k: s[k] for k in base if s[k] != base[k] and not (k == 'cutout' and s[k] is None)}
 def is_seed(s): return not _diff(s, SEED_RECIPE)
@@ -202,7 +205,7 @@ def _run_table(gs):
                           pct(r.res['final_train_accuracy']), _median_epoch(r),
                           r.machine, r.res['precision']] for g in gs for r in g.runs])
 
-def _epoch_table(gs, seed):
+def _epoch_table(gs, seed, search=()):
     def row(label, acc): return [label] + [pct(acc[e-1]) for e in EPOCHS]
     rows = [] if seed is None else [row("the seed, as published (its table): test accuracy", seed['test_accuracy']),
                                     row("the seed, as published (its table): train accuracy", seed['train_accuracy'])]
@@ -211,6 +214,8 @@ def _epoch_table(gs, seed):
             if len(r.hist['epoch']) < EPOCHS[-1]: continue
             rows.append(row(f'{r.name} ({describe(r.s)}): test accuracy', r.hist['test_accuracy']))
             if is_seed(r.s) or is_readme(r.s): rows.append(row(f'{r.name}: train accuracy (augmented)', r.hist['train_accuracy']))
+    rows += [row(f'{r.name} ({describe(r.s)}): holdout accuracy (the validation split)', r.hist['test_accuracy'])
+             for r in search if len(r.hist['epoch']) >= EPOCHS[-1]]
     return _table(['epoch'] + [str(e) for e in EPOCHS], rows)
 
 def _full(g, seed): return all(len(r.hist['epoch']) == len(seed['epoch']) for r in g.runs)
@@ -336,13 +341,58 @@ def _chosen(gs, ref):
 The settings of `--recipe improved` ({changes(IMPROVED, README_RECIPE)}, against `seed-readme`) were chosen by looking at test accuracy: one run of each
 change in the table above (seed {', '.join(seeds)}), including the cutout sizes tried ({sizes}). The test set served as
 the validation set, so the gains of `--recipe improved` are optimistic estimates of what it gives on images it was not
-tuned on. Settings chosen from now on will be picked on a validation split held out of the training images, with the
-test set read once, at the end.
+tuned on. Settings tried since then are compared on a validation split held out of the training images (next section),
+with the test set read only for the settings chosen there.
 """
 
-def report(runs=None, seed=...):
-    "The text of results/README.md (`seed` None: without the seed's table)."
+def _holdout_se(p, n):
+    "The binomial standard error of an accuracy `p` measured on `n` images."
+    return float(np.sqrt(p*(1 - p)/n))
+
+def search_section(search, gs=()):
+    "The validation-split search: every `--valid holdout` run, each group against `--recipe improved`, and what was chosen."
+    if not search: return '## The validation-split search\n\nNo `--valid holdout` run is committed yet.\n'
+    from fastcifar.data import HOLDOUT
+    n_val = int(round(HOLDOUT*50_000))
+    head = ['run', 'recipe and changes (flags today)', 'holdout accuracy (final)', 'best (epoch)', 'with flip TTA',
+            'with 6-view TTA', 'final train accuracy', 's / epoch (median)', 'where', 'executor']
+    rows = [[_link(r), describe(r.s) + (f" (`{command(r.s)} --valid holdout`)"), f"**{pct(r.res['final_test_accuracy'])}**",
+             f"{pct(r.res['best_test_accuracy'])} ({r.res['best_epoch']})", pct(r.res['final_test_accuracy_flip_tta']),
+             pct(r.res['final_test_accuracy_multi_tta']) if 'final_test_accuracy_multi_tta' in r.res else 'not measured',
+             pct(r.res['final_train_accuracy']), _median_epoch(r), r.machine, r.res.get('aug', 'albumentations')] for r in search]
+    sg = group_runs(search)
+    base = next((g for g in sg if not _diff(g.s, IMPROVED)), None)
+    best = max(sg, key=lambda g: g.final.mean())
+    se = _holdout_se(best.final.mean(), n_val)
+    verdict = ''
+    if base is not None and best is not base:
+        d = best.final.mean() - base.final.mean()
+        strength = ('more than two standard errors of the difference of two single runs: a real gain on this split' if d > 2*np.sqrt(2)*se
+                    else 'within two standard errors of the difference of two single runs: a lead, not yet evidence')
+        verdict = (f"Leading: {changes(best.s, IMPROVED).replace('none: ', '')} over `--recipe improved` on the holdout, {pts(d)} points "
+                   f"({mean_sd(best.final)} against {mean_sd(base.final)}), {strength}.")
+    elif base is not None:
+        verdict = f"Leading: `--recipe improved` itself ({mean_sd(base.final)}): no change tried beats it on the holdout."
+    chosen = [g for g in gs if any(not _diff(g.s, b.s) for b in sg)]
+    read = ('; '.join(f"{describe(g.s)}: {g.n} run{'s' * (g.n > 1)} ({mean_sd(g.final)} test accuracy)" for g in chosen)
+            if chosen else 'none')
+    return f"""## The validation-split search
+
+Runs with `--valid holdout` train on the 45,000 other training images and are measured on {n_val:,} held out of the
+50,000 (500 a class, fixed for every random seed: `fastcifar.data.HOLDOUT`); they never read the test set. Each compares
+one change with `--recipe improved` at the last epoch (never the best). An accuracy near {pct(best.final.mean())} measured on
+{n_val:,} images has a binomial standard error of {100*se:.2f} points, so two single runs must differ by more than
+{200*np.sqrt(2)*se:.2f} points before the split tells them apart; seeds add their own spread.
+
+{_table(head, rows)}
+
+{verdict} Test-set runs of the settings compared here: {read}.
+"""
+
+def report(runs=None, seed=..., search=None):
+    "The text of results/README.md (`seed` None: without the seed's table); `search`: the `--valid holdout` runs."
     runs = load_runs() if runs is None else runs; seed = seed_table() if seed is ... else seed
+    search = load_runs(valid='holdout') if search is None else search
     gs = group_runs(runs); ref = readme_group(gs)
     curves = [min(g.runs, key=lambda r: (r.kind == 'hybrid', r.kind != 'gpu')) for g in (seed_group(gs), improved_group(gs)) if g]
     return f"""# Results
@@ -373,12 +423,13 @@ two or more runs.
 
 ## Per epoch
 
-{_epoch_table(gs, seed)}
+{_epoch_table(gs, seed, search)}
 
 ## Beyond the seed: what each change gave
 
 {_beyond_prose(gs, ref, seed)}
-{_chosen(gs, ref)}"""
+{_chosen(gs, ref)}
+{search_section(search, gs)}"""
 
 def derived_blocks():
     "The top README's generated blocks, by marker name: the headline, the flags table, the architecture table."

@@ -30,6 +30,17 @@ def seed_table_env(monkeypatch):
     "Tests read the repo's copy of the seed's table, whatever $FASTCIFAR_SEED_TABLE says."
     monkeypatch.delenv('FASTCIFAR_SEED_TABLE', raising=False)
 
+HOLDOUT_RUNS = [r for r in RUNS if json.loads((r/'results.json').read_text()).get('valid', 'test') == 'holdout']
+
+@pytest.mark.parametrize('run', HOLDOUT_RUNS, ids=lambda p: p.name)
+def test_holdout_runs_stay_out_of_the_test_figures(run):
+    "A `--valid holdout` run's accuracy is on the validation split: quoted in the search section only, never as test accuracy."
+    link = f'({run.name}/RUN.md)'
+    for title in ('Runs grouped by recipe', 'Every run', "Against the seed's own per-epoch table"):
+        assert not any(link in l for l in section(title)), title
+    assert any(link in l for l in section('The validation-split search'))
+    assert all(run.name not in l for l in README.splitlines() if l.startswith('|'))
+
 def test_there_are_committed_runs():
     assert RUNS, 'no run under results/'
 
@@ -80,7 +91,7 @@ def test_group_mean_and_sd_are_numpy_s():
     groups = {}
     for run in RUNS:
         res = json.loads((run/'results.json').read_text())
-        groups.setdefault(_settings_by_hand(res), []).append(res)
+        if run not in HOLDOUT_RUNS: groups.setdefault(_settings_by_hand(res), []).append(res)
     seed = groups[('seed', 1e-4, 0., 0.05, 16, 'readme', 1)]
     assert len(seed) >= 2, "the seed's recipe has fewer than two runs"
     table = [l for l in section('Runs grouped by recipe') if l.startswith('| `')]
@@ -134,7 +145,7 @@ def test_the_default_recipe_is_the_closer_reconstruction():
         def same(res):
             return (res.get('aug_spec', 'readme'), res['wd'], res['label_smoothing'], res.get('dropout', .05)) == (aug, 1e-4, 0., .05) \
                 and res.get('cutout') in (None, 16)
-        hs = [rows(r/'history.csv') for r in RUNS if same(json.loads((r/'results.json').read_text()))]
+        hs = [rows(r/'history.csv') for r in RUNS if r not in HOLDOUT_RUNS and same(json.loads((r/'results.json').read_text()))]
         return [np.mean([[100*float(x[k]) for x in h] for h in hs], axis=0) for k in ('test_accuracy', 'train_accuracy')], len(hs)
     mad = lambda c, k: np.mean(np.abs(c - np.array([float(x[k]) for x in seed])))
     (te_a, tr_a), n_a = curves(RECIPES['seed']['aug_spec'])
