@@ -1,10 +1,10 @@
 """One recipe over several random seeds, each into its own run folder, and their summary: `python -m fastcifar.seeds`.
 
 `python -m fastcifar.seeds --seeds 1 2 3 --out runs/improved --recipe improved` trains `runs/improved/seed1`, ...
-(sequentially; `--parallel N` runs N at once, e.g. on a GPU), resumes a folder that holds an unfinished run, skips a
+(sequentially; `--parallel N` runs N at once, on a GPU or sharing the CPU's cores), resumes a folder that holds an unfinished run, skips a
 finished one, and writes `summary.json` and `summary.md` beside them: mean, sample SD, min and max of each figure.
 """
-import json, statistics, subprocess, sys, time
+import json, os, statistics, subprocess, sys, time
 from pathlib import Path
 from .files import atomic_write
 from .recipe import parser
@@ -49,6 +49,15 @@ def _argv(settings, seed, folder):
     resume = (folder/'checkpoint.pth').is_file()
     return args + [f'--random-seed={seed}', f'--out={folder}'] + (['--resume'] if resume else [])
 
+def _env(parallel, cuda=None):
+    "The environment of each run: on the CPU, `parallel` runs share the cores (OMP_NUM_THREADS), unless the user set it."
+    # torch starts one thread a core in every process: N runs at once would each start as many, N times too many
+    env = dict(os.environ)
+    if cuda is None:
+        import torch; cuda = torch.cuda.is_available()
+    if parallel > 1 and not cuda and 'OMP_NUM_THREADS' not in env: env['OMP_NUM_THREADS'] = str(max(1, (os.cpu_count() or 1)//parallel))
+    return env
+
 def _wait_one(running, failed):
     "Wait until one of the `running` (folder, process) pairs ends; note its folder in `failed` if it failed."
     while True:
@@ -63,10 +72,10 @@ def run_seeds(seeds, out, parallel=1, **settings):
     out = Path(out); out.mkdir(parents=True, exist_ok=True)
     folders = [out/f'seed{s}' for s in seeds]
     todo = [(s, f) for s, f in zip(seeds, folders) if not (f/'results.json').is_file()]
-    running, failed = [], []
+    running, failed, env = [], [], _env(parallel)
     for s, f in todo:  # each its own process: a failure or Ctrl-C stops that run only, and runs can go side by side
         while len(running) >= parallel: _wait_one(running, failed)
-        running.append((f, subprocess.Popen([sys.executable, '-m', 'fastcifar.train', *_argv(settings, s, f)])))
+        running.append((f, subprocess.Popen([sys.executable, '-m', 'fastcifar.train', *_argv(settings, s, f)], env=env)))
     while running: _wait_one(running, failed)
     sm = summarise(folders)
     sm['failed'] = failed
@@ -78,7 +87,7 @@ def main(argv=None):
     "`python -m fastcifar.seeds`: the training flags, plus --seeds and --parallel."
     p = parser(prog='python -m fastcifar.seeds', description=__doc__.splitlines()[0])
     p.add_argument('--seeds', type=int, nargs='+', default=[1, 2, 3], help='random seeds, one run each (default: 1 2 3)')
-    p.add_argument('--parallel', type=int, default=1, help='runs at a time (default: 1; a GPU takes several)')
+    p.add_argument('--parallel', type=int, default=1, help='runs at a time (default: 1; a GPU takes several; on the CPU they share the cores)')
     a = vars(p.parse_args(argv))
     seeds, parallel, out = a.pop('seeds'), a.pop('parallel'), a.pop('out') or 'runs/seeds'
     if parallel < 1: sys.exit('fastcifar.seeds: error: --parallel must be 1 or more')

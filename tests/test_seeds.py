@@ -30,3 +30,14 @@ def test_switches_pass_through_both_ways(tmp_path):
     assert '--nesterov' in _argv(dict(nesterov=True, epochs=2), 1, tmp_path/'seed1')
     assert '--no-nesterov' in _argv(dict(nesterov=False), 1, tmp_path/'seed1')
     assert not any('nesterov' in a for a in _argv(dict(nesterov=None, resume=False), 1, tmp_path/'seed1'))
+
+def test_parallel_cpu_runs_share_the_cores(monkeypatch):
+    "On the CPU, N runs at once get cores/N threads each (at least one); a thread count the user set is kept; GPUs untouched."
+    import os
+    from fastcifar.seeds import _env
+    monkeypatch.delenv('OMP_NUM_THREADS', raising=False)
+    monkeypatch.setattr(os, 'cpu_count', lambda: 16)
+    assert _env(2, cuda=False)['OMP_NUM_THREADS'] == '8' and _env(32, cuda=False)['OMP_NUM_THREADS'] == '1'
+    assert 'OMP_NUM_THREADS' not in _env(1, cuda=False) and 'OMP_NUM_THREADS' not in _env(4, cuda=True)
+    monkeypatch.setenv('OMP_NUM_THREADS', '3')
+    assert _env(2, cuda=False)['OMP_NUM_THREADS'] == '3'
