@@ -1,21 +1,20 @@
-"""What dropout costs the CPU training step: torch's `nn.Dropout` against fastcifar's `Dropout` (the same mask
-distribution, drawn in bulk) and no dropout. `python -m bench.dropout`."""
-import json, statistics, time, torch
+"""What dropout costs the CPU training step: torch's `nn.Dropout`, the int16-mask dropout fastcifar had until
+2026-11-30, fastcifar's `Dropout` (geometric gaps: only the dropped positions drawn) and no dropout. All draw the same
+law (each element dropped independently with probability p). `python -m bench.dropout`."""
+import json, statistics, time, numpy as np, torch
 from torch import nn
 from fastcore.script import call_parse
 from fastcifar.model import Net, Dropout
 from bench.compute import step_times, cpu_name
 
-class CompiledDropout(Dropout):
-    "fastcifar's mask source, its compare, select and multiply fused by `torch.compile` (forward and backward): a candidate."
-    fused = None
+class Int16MaskDropout(nn.Dropout):
+    "The earlier candidate: an int16 uniform a element from numpy's PCG64, compared with round(p*65536), select, multiply."
     def forward(self, x):
         if not (self.training and 0 < self.p < 1 and x.device.type == 'cpu'): return super().forward(x)
-        bits = self.bits(x)
-        if CompiledDropout.fused is None:
-            def f(x, bits, thr: int, scale: float): return x * torch.where(bits >= thr, scale, 0.).to(x.dtype)
-            CompiledDropout.fused = torch.compile(f, dynamic=False)
-        return CompiledDropout.fused(x, bits, self.threshold, 1/(1 - self.p))
+        n, seed = x.numel(), int(torch.randint(2**62, (), dtype=torch.int64))
+        bits = torch.from_numpy(np.random.PCG64(seed).random_raw((n + 3)//4).view(np.int16)[:n]).as_strided(x.shape, x.stride())
+        keep = bits >= round(self.p*65536) - 32768
+        return x * torch.where(keep, torch.tensor(1/(1-self.p), dtype=x.dtype), torch.tensor(0, dtype=x.dtype))
 
 def _with(cls):
     "The Net with every Dropout replaced by `cls` of the same p."
@@ -26,8 +25,8 @@ def _with(cls):
     return m
 
 def _nets():
-    return {'torch nn.Dropout(0.05)': _with(nn.Dropout), 'fastcifar Dropout(0.05)': Net(),
-            'compiled mask-multiply (candidate)': _with(CompiledDropout), 'no dropout (p=0)': Net(dropout=0.)}
+    return {'torch nn.Dropout(0.05)': _with(nn.Dropout), 'int16 mask (until 2026-11-30)': _with(Int16MaskDropout),
+            'fastcifar Dropout(0.05)': Net(), 'no dropout (p=0)': Net(dropout=0.)}
 
 @call_parse
 def main(rounds:int=3,   # rounds, each timing every variant in turn (interleaved: shared-machine noise hits all alike)
@@ -36,13 +35,12 @@ def main(rounds:int=3,   # rounds, each timing every variant in turn (interleave
     "Median bf16 channels-last training step (batch 128) of the Net with each dropout, on the CPU."
     nets, ts = _nets(), {}
     assert sum(isinstance(m, Dropout) for m in nets['torch nn.Dropout(0.05)'].modules()) == 0
-    step_times('cpu', 'bf16', True, steps=1, warmup=2, model=nets['compiled mask-multiply (candidate)'])  # compile first: not timed
     for _ in range(rounds):
         for k, m in nets.items(): ts.setdefault(k, []).extend(step_times('cpu', 'bf16', True, steps=steps, warmup=2, model=m))
     base = statistics.median(ts['no dropout (p=0)'])
     res = {k: dict(median_s=statistics.median(v), min_s=min(v), max_s=max(v), n=len(v),
                    epoch_s=391*statistics.median(v), ratio_to_no_dropout=statistics.median(v)/base) for k, v in ts.items()}
-    for k, r in res.items(): print(f"{k:36} step {r['median_s']*1e3:6.1f} ms (min {r['min_s']*1e3:.1f}, max {r['max_s']*1e3:.1f})  "
+    for k, r in res.items(): print(f"{k:32} step {r['median_s']*1e3:6.1f} ms (min {r['min_s']*1e3:.1f}, max {r['max_s']*1e3:.1f})  "
                                    f"391 steps {r['epoch_s']:6.1f} s  {r['ratio_to_no_dropout']:.2f}x no dropout")
     meta = dict(date=time.strftime('%Y-%m-%d %H:%M'), cpu=cpu_name(), torch=torch.__version__, threads=torch.get_num_threads())
     print(f"{meta['date']}  {meta['cpu']}, {meta['threads']} threads, torch {meta['torch']}")

@@ -1,3 +1,4 @@
+import numpy as np
 import re, subprocess, sys, pytest, torch
 from pathlib import Path
 from fastcifar.model import LAYERS, Dropout, Net, layer_table, n_params, summary, markdown_table
@@ -78,7 +79,8 @@ def test_dropout_gradient_is_the_mask_and_eval_is_identity():
     assert torch.equal(Dropout(0.).train()(x), x)
     xb = torch.rand(8, 8, 10, 10).bfloat16() + 0.5
     yb = Dropout(0.05).train()(xb)
-    assert yb.dtype == torch.bfloat16 and torch.equal(yb[yb != 0], xb[yb != 0]*torch.tensor(1/0.95, dtype=torch.bfloat16))
+    # the scale applied in float, then rounded once to bf16, as torch's own dropout does
+    assert yb.dtype == torch.bfloat16 and torch.equal(yb[yb != 0], (xb[yb != 0].float()*(1/0.95)).bfloat16())
 
 def test_torchsummary_prints_the_seeds_figures(capsys):
     # the seed printed its model with the torchsummary package: parameters and activation memory pin the layout
@@ -88,3 +90,26 @@ def test_torchsummary_prints_the_seeds_figures(capsys):
     for line in ('Total params: 193,280', 'Non-trainable params: 0', 'Input size (MB): 0.01',
                  'Forward/backward pass size (MB): 6.49', 'Params size (MB): 0.74', 'Estimated Total Size (MB): 7.24'):
         assert line in out, line
+
+def test_dropout_positions_are_independent_bernoulli_draws():
+    "The dropped positions: sorted, distinct, in range; counts binomial in mean and variance; neighbours independent."
+    d, n, p = Dropout(0.05), 2000, 0.05
+    torch.manual_seed(0)
+    draws = [d.positions(n) for _ in range(2000)]
+    assert all(len(q) == 0 or (q[0] >= 0 and q[-1] < n and (np.diff(q) > 0).all()) for q in draws)
+    counts = np.array([len(q) for q in draws])
+    assert abs(counts.mean() - n*p) < 5*(n*p*(1-p)/len(draws))**0.5          # mean n p
+    assert abs(counts.var(ddof=1)/(n*p*(1-p)) - 1) < 0.15                    # binomial variance (not Poisson's n p)
+    pairs = np.mean([np.isin(q + 1, q).sum()/(n - 1) for q in draws])        # both of two neighbours dropped: p^2
+    assert abs(pairs - p*p) < 5*(p*p/(len(draws)*(n - 1)))**0.5
+    assert all(len(d.positions(1)) <= 1 for _ in range(100)) and Dropout(0.999).positions(50).size > 40
+
+def test_dropout_takes_any_layout_and_its_gradient_any_layout():
+    "A strided (non-dense) input and a gradient in another memory format than the input: the same mask both ways."
+    x = (torch.rand(8, 6, 10, 10) + 0.5)
+    for xin in (x[:, ::2], x.contiguous(memory_format=torch.channels_last)):
+        xin = xin.detach().requires_grad_()
+        y = Dropout(0.3).train()(xin)
+        g = torch.ones_like(y).contiguous()  # contiguous whatever y's layout
+        y.backward(g)
+        assert torch.equal(xin.grad != 0, y != 0) and torch.allclose(xin.grad[y != 0], torch.tensor(1/0.7))
