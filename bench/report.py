@@ -23,7 +23,9 @@ def _row(name, r):
         x = ep[e]
         return f"{x['train_s']:.1f} s: data wait {x['data_wait_s']:.1f} s ({x['data_wait_s']/x['train_s']:.1%}), in batches {x['in_batch_s']:.1f} s"
     s, f = r['step_ms'], r['step_fraction_of_peak']
-    return [f"[{name}](results/{name})", f"{r['cpu']}, {r['threads']} threads; {r['date']}", f"{r['matmul_peak_gflops']:.0f}",
+    c = r.get('commit')
+    code = f"{c[:7] + '+dirty' * c.endswith('+dirty') if c else 'not recorded'}, torch {r.get('torch', '?')}"
+    return [f"[{name}](results/{name})", f"{r['cpu']}, {r['threads']} threads; {r['date']}", code, f"{r['matmul_peak_gflops']:.0f}",
             f"{s['faithful']:.1f} ({f['faithful']:.0%})", f"{s['no dropout']:.1f} ({f['no dropout']:.0%})",
             f"**{r['faithful_over_no_dropout']:.2f}x**", f"{r['data_images_per_s']['albumentations']:,.0f}",
             f"{r['data_images_per_s']['batch']:,.0f}", f"{r['loop_overhead_us']:.0f}", epoch('albumentations'), epoch('batch')]
@@ -32,7 +34,7 @@ def speed_table(runs=None):
     "The Markdown table of every recorded bench.speed run."
     runs = speed_runs() if runs is None else runs
     if not runs: return '*No `python -m bench.speed` output is recorded in bench/results/ yet.*'
-    head = ['output', 'machine; date', 'bf16 matmul peak, GFLOP/s', 'faithful step, ms (of peak)', 'step without dropout, ms (of peak)',
+    head = ['output', 'machine; date', 'code (commit, torch)', 'bf16 matmul peak, GFLOP/s', 'faithful step, ms (of peak)', 'step without dropout, ms (of peak)',
             'faithful / without', 'data alone, albumentations, images/s', 'data alone, batch, images/s', 'loop overhead, us a batch',
             'real epoch, albumentations', 'real epoch, batch']
     return '\n'.join(['| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head)] + ['| ' + ' | '.join(_row(n, r)) + ' |' for n, r in runs])

@@ -9,7 +9,7 @@ from torch import nn
 from fastcore.script import call_parse
 from fastcifar.data import cifar_dls
 from fastcifar.model import Net, layer_table
-from fastcifar.train import seed_learner, fit_seed_cycle, pick_precision
+from fastcifar.train import seed_learner, fit_seed_cycle, pick_precision, _commit
 from bench.compute import step_times, summarise, cpu_name
 from bench.epoch import EpochTimer, data_epoch
 
@@ -56,7 +56,7 @@ def main(data:str='../shared/data/cifar10.tgz', # CIFAR-10 source
     steps_s = {name: summarise(step_times('cpu', prec, True, steps=steps, model=Net(p)))['median'] for name, p in (('faithful', 0.05), ('no dropout', 0.))}
     dls = {e: cifar_dls(data, bs=128, seed=42, executor=e) for e in ('albumentations', 'batch')}
     pipe = {e: data_epoch(d) for e, d in dls.items()}
-    res = dict(date=time.strftime('%Y-%m-%d %H:%M'), cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__,
+    res = dict(date=time.strftime('%Y-%m-%d %H:%M'), cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__, commit=_commit(),
                precision=prec, matmul_peak_gflops=peak, step_gflop=flops/1e9,
                step_ms={k: 1e3*v for k, v in steps_s.items()}, step_fraction_of_peak={k: flops/v/1e9/peak for k, v in steps_s.items()},
                faithful_over_no_dropout=steps_s['faithful']/steps_s['no dropout'],

@@ -197,13 +197,13 @@ def _median_epoch(r): return f"{np.median(r.hist['seconds']):.1f}" if r.kind in 
 
 def _run_table(gs):
     head = ['run', 'recipe and changes (flags today)', 'final test accuracy', 'best (epoch)', 'with flip TTA',
-            'with 6-view TTA (flip, 1-px shifts)', 'final train accuracy', 's / epoch (median)', 'where', 'precision']
+            'with 6-view TTA (flip, 1-px shifts)', 'final train accuracy', 's / epoch (median)', 'where', 'precision', 'augmentation executor']
     return _table(head, [[_link(r), describe(r.s) + (f" (`{command(r.s)}`)" if command(r.s) else ' (the default)'),
                           f"**{pct(r.res['final_test_accuracy'])}**", f"{pct(r.res['best_test_accuracy'])} ({r.res['best_epoch']})",
                           pct(r.res['final_test_accuracy_flip_tta']),
                           pct(r.res['final_test_accuracy_multi_tta']) if 'final_test_accuracy_multi_tta' in r.res else 'not measured',
                           pct(r.res['final_train_accuracy']), _median_epoch(r),
-                          r.machine, r.res['precision']] for g in gs for r in g.runs])
+                          r.machine, r.res['precision'], r.res.get('aug', 'albumentations')] for g in gs for r in g.runs])
 
 def _epoch_table(gs, seed, search=()):
     def row(label, acc): return [label] + [pct(acc[e-1]) for e in EPOCHS]

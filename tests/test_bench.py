@@ -16,7 +16,9 @@ def test_speed_table_quotes_each_run(tmp_path):
     (tmp_path/'speed_cpu.json').write_text(json.dumps(r))
     runs = speed_runs(tmp_path)
     rows = speed_table(runs).splitlines()
-    assert len(rows) == 3 and rows[2].startswith('| [speed_cpu.json](results/speed_cpu.json) | AMD EPYC, 2 threads; 2026-11-26 23:00 | 612 |')
+    assert len(rows) == 3 and rows[2].startswith('| [speed_cpu.json](results/speed_cpu.json) | AMD EPYC, 2 threads; 2026-11-26 23:00 | not recorded, torch ? | 612 |')
+    r.update(commit='0123456789abcdef+dirty', torch='2.14.1')
+    assert '| 0123456+dirty, torch 2.14.1 |' in speed_table([('speed_cpu.json', r)])
     for cell in ('150.2 (52%)', '120.5 (65%)', '**1.25x**', '3,400', '41,001', '| 812 |', 'not timed', '60.0 s: data wait 1.2 s (2.0%)'):
         assert cell in rows[2], cell
     assert speed_table([]).startswith('*No `python -m bench.speed` output')
