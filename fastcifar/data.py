@@ -103,6 +103,10 @@ class AlbumentationsTransform(_Direct, ItemTransform):
     def _reseed(self):
         # A DataLoader worker starts with a copy of the parent's augmentation RNG: without this every worker would
         # draw the same flips, shifts and holes. torch gives each worker its own seed (base seed + worker id).
+        # Each worker is one thread of work: OpenCV's own pool (a thread a core) only splits each 32x32 warp into
+        # slivers, and N workers x N cores threads oversubscribe a many-core machine (albumentations' docs advise
+        # cv2.setNumThreads(0) in DataLoader workers; fastai's worker init sets torch's threads to 1 only).
+        cv2.setNumThreads(0)
         self._pid, seed = os.getpid(), torch.initial_seed() % 2**32
         self.aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
 

@@ -191,3 +191,19 @@ def test_translate_is_flip_and_a_reflect_padded_crop():
         assert out.tobytes() in crops
         seen.add(crops[out.tobytes()])
     assert len(seen) == 49  # every shift from -3 to 3 on both axes occurs
+
+def test_a_worker_reseeds_from_torch_and_runs_opencv_single_threaded():
+    "In a new process (a DataLoader worker) the augmentation draws from that worker's torch seed, OpenCV on one thread."
+    import cv2
+    from fastai.vision.all import TensorImage
+    before = cv2.getNumThreads()
+    item = (TensorImage(torch.randint(0, 256, (3, 32, 32), dtype=torch.uint8)), 'cat')
+    t = AlbumentationsTransform(seed_augs(p=1.0, seed=0))
+    def in_worker(seed):
+        t._pid = -1; torch.manual_seed(seed)  # as a worker's first call: another pid, torch seeded per worker
+        return t._tfm(item)[0]
+    try:
+        a, b, c = in_worker(1), in_worker(2), in_worker(1)
+        assert cv2.getNumThreads() == 1
+        assert torch.equal(a, c) and not torch.equal(a, b)
+    finally: cv2.setNumThreads(before)
