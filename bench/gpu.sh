@@ -22,6 +22,8 @@ run() {  # name, then train flags
 # more seeds 3 at a time (their times are not comparable).
 # One device call is at most 600 s: PHASE=1 (default) the two timed runs, PHASE=2 the 3+3 others.
 if [ "${PHASE:-1}" = 1 ]; then
+  # the albumentations path's worker throughput (each worker one OpenCV thread since 2026-11-30; 8,400 images/s seen before)
+  python3 -m bench.augment --n 50000 --rounds 2 --workers 15 --out $R/augment_15workers.json > $R/augment_15workers.txt 2>&1
   LIMIT=280 WORKERS=15 run seed-batch-seed1 --recipe seed --aug batch --random-seed 1
   LIMIT=280 WORKERS=15 run seed-seed1 --recipe seed --random-seed 1
 else
