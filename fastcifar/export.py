@@ -72,10 +72,11 @@ def export_safe(learn, path_dir='.', name='model', model_args=None, model_spec=N
 
 def export(learn, path_dir=None, model_args=None, model_spec=None):
     "Write both formats of `learn` to `path_dir` (default `learn.path`): model.pkl without training callbacks, and the weights-only pair."
-    d = Path(path_dir or learn.path)
+    # absolute: fastai's `export` writes to learn.path/fname, which doubles a relative path (runs/r/runs/r/model.pkl)
+    d = Path(path_dir or learn.path).absolute()
     # fastcifar's callbacks are training-only (history, checkpoints, CPU autocast), as is fastai's DistributedTrainer
     train_only = [cb for cb in learn.cbs if type(cb).__module__.startswith('fastcifar.') or type(cb).__name__ == 'DistributedTrainer']
-    with learn.removed_cbs(train_only): learn.export(d/'model.pkl')
+    with learn.removed_cbs(train_only): atomic_write(d/'model.pkl', learn.export)  # whole or absent, as every file of a run
     return export_safe(learn, d, model_args=model_args, model_spec=model_spec)
 
 # --------------------------------------------------------------------------------------------------------- loading

@@ -364,15 +364,15 @@ def search_section(search, gs=()):
     base = next((g for g in sg if not _diff(g.s, IMPROVED)), None)
     best = max(sg, key=lambda g: g.final.mean())
     se = _holdout_se(best.final.mean(), n_val)
+    noise = 2*np.sqrt(2)*se  # two standard errors of the difference of two single runs
     verdict = ''
-    if base is not None and best is not base:
-        d = best.final.mean() - base.final.mean()
-        strength = ('more than two standard errors of the difference of two single runs: a real gain on this split' if d > 2*np.sqrt(2)*se
-                    else 'within two standard errors of the difference of two single runs: a lead, not yet evidence')
-        verdict = (f"Leading: {changes(best.s, IMPROVED).replace('none: ', '')} over `--recipe improved` on the holdout, {pts(d)} points "
-                   f"({mean_sd(best.final)} against {mean_sd(base.final)}), {strength}.")
-    elif base is not None:
-        verdict = f"Leading: `--recipe improved` itself ({mean_sd(base.final)}): no change tried beats it on the holdout."
+    if base is not None:
+        ds = [(g, g.final.mean() - base.final.mean()) for g in sg if g is not base]
+        each = '; '.join(f"{changes(g.s, IMPROVED)}: {pts(d)} points ({'beyond' if abs(d) > noise else 'within'} that noise)" for g, d in ds)
+        gains = [g for g, d in ds if d > noise]
+        verdict = (f"Against `--recipe improved` ({mean_sd(base.final)} on the holdout): {each or 'no change run yet'}. " +
+                   (f"Beyond the noise and better: {'; '.join(changes(g.s, IMPROVED) for g in gains)}." if gains else
+                    "No change is better beyond the noise: `--recipe improved` stays as it is."))
     chosen = [g for g in gs if any(not _diff(g.s, b.s) for b in sg)]
     read = ('; '.join(f"{describe(g.s)}: {g.n} run{'s' * (g.n > 1)} ({mean_sd(g.final)} test accuracy)" for g in chosen)
             if chosen else 'none')
@@ -382,7 +382,7 @@ Runs with `--valid holdout` train on the 45,000 other training images and are me
 50,000 (500 a class, fixed for every random seed: `fastcifar.data.HOLDOUT`); they never read the test set. Each compares
 one change with `--recipe improved` at the last epoch (never the best). An accuracy near {pct(best.final.mean())} measured on
 {n_val:,} images has a binomial standard error of {100*se:.2f} points, so two single runs must differ by more than
-{200*np.sqrt(2)*se:.2f} points before the split tells them apart; seeds add their own spread.
+{100*noise:.2f} points before the split tells them apart; seeds add their own spread.
 
 {_table(head, rows)}
 

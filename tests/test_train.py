@@ -223,6 +223,15 @@ def test_real_data_two_epochs_on_a_tenth(shared_data, tmp_path):
     res = json.loads((tmp_path/'smoke'/'results.json').read_text())
     assert res['epochs'] == 2 and res['final_test_accuracy'] > 0.25
 
+def test_a_relative_out_folder_gets_every_file(tiny_tgz, tmp_path, monkeypatch):
+    "--out runs/r, relative (as the README shows): the model files land in it, whole, not in runs/r/runs/r."
+    monkeypatch.chdir(tmp_path)
+    train(tiny_tgz, 'runs/r', epochs=1, bs=32, show=False)
+    out = tmp_path/'runs'/'r'
+    for f in ('model.pkl', 'model.safetensors', 'model.json', 'results.json'): assert (out/f).is_file(), f
+    assert not (out/'runs').exists() and not list(out.glob('.*.tmp*'))
+    assert load_learner(out/'model.pkl').dls.vocab == json.loads((out/'model.json').read_text())['classes']
+
 def test_resume_after_the_last_epoch_writes_the_final_files(tiny_tgz, tmp_path):
     out = tmp_path/'r'
     train(tiny_tgz, out, epochs=1, bs=32, workers=1, show=False)
