@@ -9,10 +9,11 @@ from fastai.learner import SkipToEpoch
 from fastai.torch_core import rank_distrib
 from fastai.learner import Recorder
 from .files import atomic_write
+from .memory import release_freed_memory
 from .model import bare_model
 from .distributed import all_ranks, gather, sum_ranks, unwrap_dl
 
-__all__ = ['NonFiniteLoss', 'CPUAutocast', 'History', 'Checkpoint', 'RunArtefacts', 'shift_image',
+__all__ = ['NonFiniteLoss', 'CPUAutocast', 'ReleaseFreedMemory', 'History', 'Checkpoint', 'RunArtefacts', 'shift_image',
            'rng_state', 'set_rng_state', 'plot_curves', 'HISTORY_COLS']
 
 HISTORY_COLS = ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy', 'seconds')
@@ -28,6 +29,11 @@ class CPUAutocast(Callback):
     def after_pred(self): self.learn.pred = self.pred.float()
     def after_loss(self): self.ctx.__exit__(None, None, None); self.ctx = nullcontext()
     def after_cancel_batch(self): self.ctx.__exit__(None, None, None)
+
+class ReleaseFreedMemory(Callback):
+    "After every epoch, give the heap's free pages back to the system (CPU runs keep freed memory between steps)."
+    order = 90
+    def after_epoch(self): release_freed_memory()
 
 class EpochCallback(Callback):
     "Calls `epoch_done` after epochs that trained only."

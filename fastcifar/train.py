@@ -22,11 +22,12 @@ from .sources import DataError
 from .recipe import SCHEDULE, SETTINGS, RECIPES, RecipeError, recipe_of, resolve, parser, rerun_command
 from .files import RunFolder, RunFolderError, no_space
 from .export import ModelError, export
-from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFiniteLoss, set_rng_state
+from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFiniteLoss, ReleaseFreedMemory, set_rng_state
+from .memory import reuse_freed_memory
 from .distributed import world_size, setup, rank0_first, from_rank0, data_parallel
 
 __all__ = ['SCHEDULE', 'SETTINGS', 'RECIPES', 'TrainError', 'Interrupted', 'seed_opt', 'fit_seed_cycle', 'get_model',
-           'pick_precision', 'reuse_freed_memory', 'seed_learner', 'cpu_name', 'train', 'main']
+           'pick_precision', 'seed_learner', 'cpu_name', 'train', 'main']
 
 class TrainError(ValueError):
     "A bad training argument, run folder or checkpoint: the message is one line saying what to do."
@@ -55,23 +56,6 @@ def get_model(spec=None, dropout=None):
     if not isinstance(m, nn.Module): raise TrainError(f'--model {spec}: gave {type(m).__name__}, not an nn.Module')
     return m
 
-# glibc's malloc option numbers (malloc.h): M_TRIM_THRESHOLD, M_MMAP_THRESHOLD
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
-
-def reuse_freed_memory(mmap_threshold=32 << 20, trim_threshold=1 << 30):
-    "Keep the memory of freed CPU tensors in the process for the next step; True if set (glibc), else False."
-    # A CPU training step of 128 allocates and frees about 100 MB of activations and gradients. glibc serves large
-    # blocks with mmap and trims its heap's free top back to the OS, so every step page-faulted and zero-filled that
-    # memory afresh (about 25,000 page faults a step here, a fifth of the step). torch has no caching allocator for
-    # the CPU and fastai none at all: glibc's own switch, mallopt, set once for the process, is the fix. Blocks up to
-    # 32 MB (the largest activation of this Net is 26 MB in fp32) come from the heap, and up to 1 GiB of free heap
-    # is kept. Other C libraries: nothing is changed.
-    if platform.system() != 'Linux' or platform.libc_ver()[0] != 'glibc': return False
-    import ctypes
-    try: mallopt = ctypes.CDLL('libc.so.6').mallopt
-    except (OSError, AttributeError): return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, mmap_threshold)) and bool(mallopt(_M_TRIM_THRESHOLD, trim_threshold))
-
 def _cpu_bf16():
     try: return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
     except Exception: return False
@@ -94,7 +78,7 @@ def seed_learner(dls, model=None, wd=1e-4, precision='auto', path='.', channels_
                     metrics=accuracy, opt_func=partial(seed_opt, nesterov=nesterov), wd=wd, path=path, model_dir='.')
     prec = pick_precision(precision, dls.device)
     cuda = torch.device(dls.device or 'cpu').type == 'cuda'
-    if not cuda: reuse_freed_memory()
+    if not cuda: reuse_freed_memory(); learn.add_cb(ReleaseFreedMemory())
     if channels_last: learn.add_cb(ChannelsLast())
     if prec == 'bf16': learn.add_cb(MixedPrecision(amp_mode='bf16') if cuda else CPUAutocast())
     if prec == 'fp16': learn.add_cb(MixedPrecision())

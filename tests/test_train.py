@@ -371,29 +371,3 @@ def test_a_model_callable_with_arguments_trains_and_exports(tiny_tgz, tmp_path):
     with pytest.raises(Exception, match='outside the fastcifar package'): load_model(tmp_path/'r')
     p = load_model(tmp_path/'r', allow_module=True).probs(x)
     assert p.shape == (4, 10) and torch.allclose(p.sum(1), torch.ones(4), atol=1e-5)
-
-_FAULTS = '''
-import resource, sys, torch
-from fastcifar.model import Net
-from fastcifar.train import reuse_freed_memory
-if sys.argv[1] == 'on': assert reuse_freed_memory()
-torch.set_num_threads(1); torch.manual_seed(0)
-m = Net().to(memory_format=torch.channels_last)
-opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
-x, y = torch.randn(128, 3, 32, 32).contiguous(memory_format=torch.channels_last), torch.randint(0, 10, (128,))
-def step():
-    with torch.autocast('cpu', dtype=torch.bfloat16): loss = torch.nn.functional.cross_entropy(m(x).float(), y)
-    loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
-for _ in range(2): step()
-f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3): step()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)//3)
-'''
-
-@pytest.mark.skipif(sys.platform != 'linux', reason='glibc malloc and page-fault counts: Linux only')
-def test_cpu_steps_reuse_freed_memory():
-    "After `reuse_freed_memory` a training step of 128 reuses the last step's memory: almost no fresh pages."
-    faults = {k: int(subprocess.run([sys.executable, '-c', _FAULTS, k], capture_output=True, text=True, check=True).stdout)
-              for k in ('off', 'on')}
-    # about 100 MB of activations a step: 25,000 4-KB pages if each were fresh; 8 MB at most here
-    assert faults['on'] < 2000, faults
