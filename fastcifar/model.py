@@ -45,31 +45,22 @@ def layer_table(ni=3, size=32):
         ni, size = nf, out
     return rows
 
-def _dense(x):
-    "Whether `x` fills its storage from offset 0 with no gaps or overlaps, in some order of its dimensions."
-    if x.storage_offset(): return False
-    step = 1
-    for stride, size in sorted((st, sz) for sz, st in zip(x.shape, x.stride()) if sz > 1):
-        if stride != step: return False
-        step *= size
-    return True
-
 def _flat(x):
-    "A 1-D view of dense tensor `x` in its memory order (contiguous, channels-last or any other dense layout)."
+    "A 1-D view of `x`, a freshly made (dense, offset 0) tensor, in its memory order (contiguous, channels-last, ...)."
     return x.as_strided((x.numel(),), (1,))
 
 class _DropAt(torch.autograd.Function):
-    "x * scale with the elements at `pos` (positions in x's memory order) zeroed; the gradient likewise."
+    "x * scale with the elements at `pos` (positions in the result's memory order) zeroed; the gradient likewise."
     @staticmethod
     def forward(ctx, x, pos, scale):
-        y = x.mul(scale)  # a new tensor in x's layout, the scale applied in float (as torch's own dropout)
+        y = x.mul(scale)  # a new dense tensor (x's dimension order), the scale applied in float (as torch's own dropout)
         _flat(y).index_fill_(0, pos, 0)
-        ctx.save_for_backward(pos); ctx.scale, ctx.layout = scale, (x.shape, x.stride())
+        ctx.save_for_backward(pos); ctx.scale, ctx.layout = scale, (y.shape, y.stride())
         return y
     @staticmethod
     def backward(ctx, g):
         pos, = ctx.saved_tensors
-        gx = torch.empty_strided(*ctx.layout, dtype=g.dtype, device=g.device)  # x's layout: `pos` indexes its memory order
+        gx = torch.empty_strided(*ctx.layout, dtype=g.dtype, device=g.device)  # y's layout: `pos` indexes its memory order
         torch.mul(g, ctx.scale, out=gx)
         _flat(gx).index_fill_(0, pos, 0)
         return gx, None, None
@@ -84,7 +75,6 @@ class Dropout(nn.Dropout):
     # The stream is seeded from torch's generator, so `set_seed` and checkpoints (torch's RNG state) still fix it.
     def forward(self, x):
         if not (self.training and 0 < self.p < 1 and x.device.type == 'cpu') or self.inplace: return super().forward(x)
-        if not _dense(x): x = x.contiguous()
         return _DropAt.apply(x, torch.from_numpy(self.positions(x.numel())), 1/(1 - self.p))
     def positions(self, n):
         "Sorted int64 positions in [0, n) of the dropped elements: each element dropped independently with probability p."
