@@ -15,9 +15,12 @@ def step():
     with torch.autocast('cpu', dtype=torch.bfloat16): loss = torch.nn.functional.cross_entropy(m(x).float(), y)
     loss.backward(); opt.step(); opt.zero_grad(set_to_none=True)
 for _ in range(2): step()
-f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-for _ in range(3): step()
-print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)//3)
+faults = []
+for _ in range(7):
+    f = resource.getrusage(resource.RUSAGE_SELF).ru_minflt; step()
+    faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - f)
+print(sorted(faults)[3])  # the median step: now and then a step still grows the heap (seen up to 4,000 faults)
+
 '''
 
 @pytest.mark.skipif(sys.platform != 'linux', reason='glibc malloc and page-fault counts: Linux only')
@@ -25,8 +28,8 @@ def test_cpu_steps_reuse_freed_memory():
     "After `reuse_freed_memory` a training step of 128 reuses the last step's memory: almost no fresh pages."
     faults = {k: int(subprocess.run([sys.executable, '-c', _FAULTS, k], capture_output=True, text=True, check=True).stdout)
               for k in ('off', 'on')}
-    # about 100 MB of activations a step: 25,000 4-KB pages if each were fresh; 8 MB at most here
-    assert faults['on'] < 2000, faults
+    # about 100 MB of activations a step: 25,000 4-KB pages if each were fresh; the median step takes 8 MB at most here
+    assert faults['off'] > 10000 and faults['on'] < 2000, faults
 
 _HOLES = '''
 import sys
