@@ -47,7 +47,7 @@ def real_epoch(dls, prec):
 @call_parse
 def main(data:str='../shared/data/cifar10.tgz', # CIFAR-10 source
          steps:int=20,             # timed training steps per configuration
-         epochs:bool=True,         # also time a real epoch per executor (about 2-3 minutes each on 2 cores)
+         epochs:bool=True,         # time a real epoch per executor, about 2-3 minutes each on 2 cores (--no-epochs: skip)
          out:str=None):            # JSON file to write the figures to
     "Print (and save) the training path's speed figures on this machine, all measured in this one run."
     prec = pick_precision('auto', 'cpu')

@@ -13,7 +13,7 @@ from .memory import release_freed_memory
 from .model import bare_model
 from .distributed import all_ranks, gather, sum_ranks, unwrap_dl
 
-__all__ = ['NonFiniteLoss', 'CPUAutocast', 'ReleaseFreedMemory', 'History', 'Checkpoint', 'RunArtefacts', 'shift_image',
+__all__ = ['NonFiniteLoss', 'CPUAutocast', 'ReleaseFreedMemory', 'WeightEMA', 'History', 'Checkpoint', 'RunArtefacts', 'shift_image',
            'rng_state', 'set_rng_state', 'plot_curves', 'HISTORY_COLS']
 
 HISTORY_COLS = ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy', 'seconds')
@@ -34,6 +34,34 @@ class ReleaseFreedMemory(Callback):
     "After every epoch, give the heap's free pages back to the system (CPU runs keep freed memory between steps)."
     order = 90
     def after_epoch(self): release_freed_memory()
+
+class WeightEMA(Callback):
+    "An exponential moving average of the weights (BatchNorm statistics included), updated after every optimizer step; validation and the model left after `fit` use it."
+    # torch's AveragedModel and EMA update (torch.optim.swa_utils) do the averaging; fastai has no EMA callback, so
+    # this one only times it and swaps the averaged weights in for validation (and for good at the end of `fit`)
+    order = 75  # after_fit: the averaged weights are in place before RunArtefacts (80) checks and measures them
+    def __init__(self, decay=0.999): self.decay, self.avg, self._pending = decay, None, None
+    def before_fit(self):
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        if self.avg is None:
+            self.avg = AveragedModel(bare_model(self.model), multi_avg_fn=get_ema_multi_avg_fn(self.decay), use_buffers=True)
+        if self._pending is not None: self.load_state(self._pending)
+    def after_step(self): self.avg.update_parameters(bare_model(self.model))
+    def _averaged(self):
+        "The averaged weights as a state dict of the model (the raw weights until the first step)."
+        if not int(self.avg.n_averaged): return {k: v.clone() for k, v in bare_model(self.model).state_dict().items()}
+        return {k: v.clone() for k, v in self.avg.module.state_dict().items()}
+    def before_validate(self):
+        self._raw = {k: v.clone() for k, v in bare_model(self.model).state_dict().items()}
+        bare_model(self.model).load_state_dict(self._averaged())
+    def after_validate(self): bare_model(self.model).load_state_dict(self._raw)
+    def after_fit(self): bare_model(self.model).load_state_dict(self._averaged())
+    def state(self):
+        "What a checkpoint keeps of the average: its weights and how many steps it holds."
+        return dict(weights=self.avg.module.state_dict(), n=int(self.avg.n_averaged))
+    def load_state(self, st):
+        if self.avg is None: self._pending = st; return  # before the first `fit`: kept until the model is known
+        self.avg.module.load_state_dict(st['weights']); self.avg.n_averaged.fill_(st['n']); self._pending = None
 
 class EpochCallback(Callback):
     "Calls `epoch_done` after epochs that trained only."
@@ -104,13 +132,15 @@ def _plain(o):
 class Checkpoint(EpochCallback):
     "After every epoch, atomically save model, optimizer, epoch, random states and history to `fname`."
     order = 70
-    def __init__(self, fname='checkpoint.pth', aug=None, config=None): self.fname, self.aug, self.config = fname, aug, config
+    def __init__(self, fname='checkpoint.pth', aug=None, config=None, ema=None):
+        self.fname, self.aug, self.config, self.ema = fname, aug, config, ema
     def epoch_done(self):
         rngs = all_ranks(rng_state(self.learn, self.aug))  # each rank's own streams, to resume on as many ranks
         if rank_distrib(): return
         state = dict(model=bare_model(self.model).state_dict(), opt=self.opt.state_dict(), epoch=self.epoch,
                      n_epoch=self.n_epoch, rng=rngs[0], history=self.history.rows, config=self.config)
         if len(rngs) > 1: state['rng_ranks'] = rngs
+        if self.ema is not None: state['ema'] = self.ema.state()
         atomic_write(self.path/self.fname, lambda p: torch.save(_plain(state), p))
 
 def plot_curves(rows, fname):

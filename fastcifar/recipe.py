@@ -48,6 +48,7 @@ SETTINGS = (
     Setting('label_smoothing', float, None, 'label smoothing of the cross-entropy (0: none)', _frac, '0 or more and below 1'),
     Setting('dropout', float, None, "probability of the Net's Dropout layers", _frac, '0 or more and below 1'),
     Setting('nesterov', bool, None, "Nesterov momentum in the SGD step (--no-nesterov: the seed's plain momentum)"),
+    Setting('ema', float, None, 'decay of an exponential moving average of the weights, updated every step, which validation and the exported model use (0: none, the raw weights)', _frac, '0 or more and below 1'),
     Setting('aug_spec', str, None, "the augmentation: readme (the seed's, as its README says), albu2 (the seed's calls under albumentations 2.x) or translate (flip and a whole-pixel shift of up to 3, reflect-101 borders)", lambda v: v in AUGS, ' or '.join(AUGS)),
     Setting('cutout', int, None, 'one square cutout hole of this side in pixels, 0 for none (default: the augmentation\'s own holes)', lambda v: 0 <= v <= SIZE, f'from 0 (no cutout) to {SIZE} pixels'),
     Setting('aug', str, 'albumentations', 'where the augmentation runs: albumentations (per image, the design) or batch (torch ops on whole batches, on the training device; same distributions)', lambda v: v in ('albumentations', 'batch'), 'albumentations or batch'),
@@ -67,13 +68,13 @@ DEFAULTS = {s.name: s.default for s in SETTINGS}  # None: from the recipe (RECIP
 RECIPES = {
     # the seed's code as it most likely ran (its 1.x-style calls under albumentations 2.x): its curves are the closer
     # to the seed's published per-epoch table (results/README.md); named 'seed-albu2' by runs before the rename
-    'seed': dict(wd=1e-4, label_smoothing=0., dropout=DROPOUT, nesterov=False, aug_spec=SEED_AUG, cutout=None),
+    'seed': dict(wd=1e-4, label_smoothing=0., dropout=DROPOUT, nesterov=False, ema=0., aug_spec=SEED_AUG, cutout=None),
     # the seed as its README says (one 16x16 hole, reflect-101 borders); named 'seed' by runs before the rename
-    'seed-readme': dict(wd=1e-4, label_smoothing=0., dropout=DROPOUT, nesterov=False, aug_spec='readme', cutout=None),
+    'seed-readme': dict(wd=1e-4, label_smoothing=0., dropout=DROPOUT, nesterov=False, ema=0., aug_spec='readme', cutout=None),
     'improved': dict(wd=5e-4,            # stronger L2 (still through the gradient, on every parameter)
                      label_smoothing=0.1,  # soft targets
                      dropout=0.,         # the seed's recipe underfits: train accuracy (augmented) stays below test
-                     nesterov=False,
+                     nesterov=False, ema=0.,
                      aug_spec='readme', cutout=0),  # flip and shift-scale-rotate, no cutout hole: the largest gain measured
 }
 RECIPE_KEYS = tuple(RECIPES['seed'])

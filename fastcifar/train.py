@@ -22,7 +22,7 @@ from .sources import DataError
 from .recipe import SCHEDULE, SETTINGS, RECIPES, RecipeError, recipe_of, resolve, parser, rerun_command
 from .files import RunFolder, RunFolderError, no_space
 from .export import ModelError, export
-from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFiniteLoss, ReleaseFreedMemory, set_rng_state
+from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFiniteLoss, ReleaseFreedMemory, WeightEMA, set_rng_state
 from .memory import reuse_freed_memory
 from .distributed import world_size, setup, rank0_first, from_rank0, data_parallel
 
@@ -119,7 +119,7 @@ def _workers(workers, device):
 
 # ------------------------------------------------------------------------------------------------------ the steps
 
-_OLD = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, cutout=16, aug_spec='readme', aug='albumentations', valid='test', world_size=1)  # what older checkpoints lack
+_OLD = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, ema=0., cutout=16, aug_spec='readme', aug='albumentations', valid='test', world_size=1)  # what older checkpoints lack
 
 def _settings(kw):
     "Every setting of the run, checked: given > recipe > default."
@@ -198,9 +198,10 @@ def _info(cfg, learn, dls, resumed):
     if resumed: info['resumed'] = True
     return info
 
-def _restore(learn, ck, aug, rank):
-    "Weights, optimizer and every random state from checkpoint `ck`; the epoch to start from."
+def _restore(learn, ck, aug, rank, ema=None):
+    "Weights, optimizer, the weights' average and every random state from checkpoint `ck`; the epoch to start from."
     if ck is None: return 0
+    if ema is not None: ema.load_state(ck['ema'])
     learn.create_opt()
     try: learn.model.load_state_dict(ck['model']); learn.opt.load_state_dict(ck['opt'])
     except (RuntimeError, ValueError, KeyError) as e:
@@ -247,8 +248,9 @@ def train(data=None, out=None, show=True, **settings):
         learn = _learner(cfg, dls, out)
         aug = _aug(dls)
         hist = History(rows=ck['history'] if ck else None)
-        cbs = [hist, Checkpoint(aug=aug, config=cfg), RunArtefacts(_info(cfg, learn, dls, ck is not None))]
-        learn.resume_from = _restore(learn, ck, aug, rank)
+        ema = WeightEMA(cfg['ema']) if cfg['ema'] else None
+        cbs = [hist, Checkpoint(aug=aug, config=cfg, ema=ema), RunArtefacts(_info(cfg, learn, dls, ck is not None))] + ([ema] if ema else [])
+        learn.resume_from = _restore(learn, ck, aug, rank, ema)
         _fit(learn, cfg, cbs, learn.resume_from, show)
         if len(hist.rows) == cfg['epochs'] and not rank:
             export(learn, model_args=None if cfg['model'] else dict(dropout=cfg['dropout']),

@@ -17,11 +17,11 @@ ONE_RUN_TARGET = 0.82                # this project's target for one run of the 
 GOAL = 1.5                           # points `--recipe improved` set out to gain over `--recipe seed-readme`, the recipe it was derived from
 
 # A run's recipe settings: what makes two runs the same experiment (the seed aside).
-KEYS = ('recipe', 'wd', 'label_smoothing', 'dropout', 'nesterov', 'cutout', 'aug_spec', 'model_version')
+KEYS = ('recipe', 'wd', 'label_smoothing', 'dropout', 'nesterov', 'ema', 'cutout', 'aug_spec', 'model_version')
 # What a results.json written before a setting was recorded ran with: the seed's dropout and 16x16 hole (no flag
 # changed them yet), its README's augmentation, and the Net's first layout (Dropout after the depthwise conv too).
 # (Its recorded recipe name is read as today's by its settings: `fastcifar.recipe.recipe_of`.)
-LEGACY = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, cutout=16, aug_spec='readme', model_version=1)
+LEGACY = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, ema=0., cutout=16, aug_spec='readme', model_version=1)
 def _own_hole(aug_spec):
     "The side of augmentation `aug_spec`'s one square hole, or None where its holes vary in number or size."
     aug = AUGS[aug_spec]
@@ -35,6 +35,7 @@ RECIPES = {k: _resolved(v) for k, v in _RECIPES.items()}  # what each recipe set
 SEED_RECIPE, README_RECIPE, IMPROVED = RECIPES['seed'], RECIPES['seed-readme'], RECIPES['improved']
 _WORDS = dict(wd=lambda v: f'wd {_sci(v)}', label_smoothing=lambda v: f'label smoothing {v:g}',
               dropout=lambda v: f'dropout {v:g}', nesterov=lambda v: 'Nesterov momentum' if v else 'no Nesterov momentum',
+              ema=lambda v: f'weight EMA {v:g}' if v else 'no weight EMA',
               cutout=lambda v: f'cutout {v}x{v}' if v else 'no cutout',
               aug_spec=lambda v: f'augmentation {v}')
 

@@ -3,7 +3,7 @@ import csv, json, numpy as np, pytest, torch
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
-from fastcifar.callbacks import CPUAutocast, Checkpoint, History, NonFiniteLoss, RunArtefacts, rng_state, set_rng_state, shift_image
+from fastcifar.callbacks import CPUAutocast, Checkpoint, History, NonFiniteLoss, RunArtefacts, WeightEMA, rng_state, set_rng_state, shift_image
 from fastcifar.data import cifar_dls
 from tests.small_models import make
 
@@ -42,6 +42,38 @@ def test_checkpoint_loads_as_plain_data_and_restores_every_stream(learn):
     set_rng_state(learn, a)
     again = (torch.rand(3), np.random.rand(3), learn.dls.train.rng.random())
     assert torch.equal(draws[0], again[0]) and np.array_equal(draws[1], again[1]) and draws[2] == again[2]
+
+def _floats(m): return {k: v.detach().clone() for k, v in m.state_dict().items() if v.is_floating_point()}
+
+def test_weight_ema_averages_every_step_validates_on_the_average_and_leaves_it(learn):
+    "EMA of the raw weights after each step (BatchNorm statistics too); validation sees it, training goes on from the raw weights."
+    class Watch(History.__base__):
+        order = 76  # after WeightEMA (75): sees what it swapped in
+        def before_fit(self): self.steps, self.validated, self.restored = [], [], []
+        def after_step(self): self.steps.append(_floats(self.model))
+        def before_validate(self): self.validated.append(_floats(self.model))
+    w, d = Watch(), 0.7
+    learn.fit(2, 1e-2, cbs=[WeightEMA(d), w])
+    def ema(steps):
+        e = dict(steps[0])
+        for s in steps[1:]: e = {k: d*e[k] + (1 - d)*s[k] for k in e}
+        return e
+    n = len(learn.dls.train)
+    assert len(w.steps) == 2*n and n > 1
+    for k, v in ema(w.steps[:n]).items(): assert torch.allclose(w.validated[0][k], v, atol=1e-6), k  # epoch 1's validation
+    final = _floats(learn.model)
+    for k, v in ema(w.steps).items(): assert torch.allclose(final[k], v, atol=1e-6), k   # the model after fit
+    assert not all(torch.allclose(final[k], w.steps[-1][k]) for k in final)             # ... is not the raw weights
+
+def test_weight_ema_restores_the_raw_weights_after_validation(learn):
+    class Watch(History.__base__):
+        order = 76
+        def after_step(self): self.last = _floats(self.model)
+        def after_validate(self): self.after = _floats(self.model)
+    w = Watch()
+    # WeightEMA (75) restores in its after_validate, which runs before this one's (76)
+    learn.fit(1, 1e-2, cbs=[WeightEMA(0.5), w])
+    for k, v in w.last.items(): assert torch.equal(w.after[k], v), k
 
 def test_results_need_finite_weights(learn):
     class Break(History.__base__):

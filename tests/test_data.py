@@ -37,6 +37,10 @@ def test_labels_encode_and_decode_as_fastai_categorize(tiny_tgz):
     dls = cifar_dls(tiny_tgz, bs=16, seed=0)
     assert not any(isinstance(t, ToTensor) for t in dls.train.after_item.fs)  # items are tensors already
     assert [y for _, y in dls.valid.decode_batch(dls.valid.one_batch(), max_n=3)] == [CLASSES[i] for i in load_cifar(tiny_tgz).y_test[:3]]
+    # one label tensor a class is handed out for every item: a batch is a copy, so changing it changes no later label
+    dls.train.one_batch()[1].fill_(9)
+    served = next(t for t in dls.train.dataset.tls[1].tfms.fs if isinstance(t, LabelIndex))
+    assert served._made and [int(served(c)) for c in CLASSES] == list(range(10))
 
 def test_frac_is_the_fraction_of_every_class_seeded():
     from fastcifar.sources import Cifar

@@ -1,4 +1,5 @@
-import csv, json, os, signal, subprocess, sys, time, numpy as np, pytest, torch
+import csv, json, math, os, signal, subprocess, sys, time, numpy as np, pytest, torch
+from safetensors.torch import load_file
 from pathlib import Path
 from PIL import Image
 from fastai.learner import load_learner
@@ -180,9 +181,9 @@ def test_nan_loss_stops_with_a_clear_message(tiny_tgz, tmp_path):
 
 def _weights(out): return torch.load(out/'checkpoint.pth', weights_only=True)['model']
 
-@pytest.mark.parametrize('aug', ['albumentations', 'batch'])
-def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path, aug):
-    args = ('--data', tiny_tgz, '--epochs', 4, '--bs', 16) + (('--aug', aug) if aug != 'albumentations' else ())
+@pytest.mark.parametrize('extra', [(), ('--aug', 'batch'), ('--ema', '0.9')], ids=['albumentations', 'batch', 'ema'])
+def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path, extra):
+    args = ('--data', tiny_tgz, '--epochs', 4, '--bs', 16) + extra
     full = tmp_path/'full'
     r = cli(*args, '--out', full)
     assert r.returncode == 0
@@ -206,10 +207,17 @@ def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path, aug):
     assert res['epochs'] == 4
     # the command that started the run, as typed, and the one that resumed it
     # a command that reruns the run anywhere (no machine paths), and that it was resumed
-    assert res['command'] == f"python -m fastcifar.train --data {tiny_tgz.name} --out runs/cut --recipe seed --epochs 4 --bs 16" + (' --aug batch' if aug == 'batch' else '')
+    assert res['command'] == f"python -m fastcifar.train --data {tiny_tgz.name} --out runs/cut --recipe seed --epochs 4 --bs 16" + ''.join(f' {a}' for a in extra)
     assert res['resumed'] is True and len(res['commit']) >= 40
     a, b = _weights(full), _weights(cut)
     for k in a: assert torch.equal(a[k], b[k]), k
+    if extra[:1] == ('--ema',):  # the weights' average resumes too: the same average, validated and exported
+        ea, eb = (torch.load(o/'checkpoint.pth', weights_only=True)['ema'] for o in (full, cut))
+        assert ea['n'] == eb['n'] == 4*math.ceil(200/16)  # every step of the 4 epochs (200 training images)
+        for k in ea['weights']: assert torch.equal(ea['weights'][k], eb['weights'][k]), k
+        shipped = load_file(cut/'model.safetensors')  # the exported model is the average, not the last raw weights
+        assert all(torch.equal(shipped[k], eb['weights'][k]) for k in shipped if shipped[k].is_floating_point())
+        assert not all(torch.equal(shipped[k], b[k]) for k in shipped if shipped[k].is_floating_point())
     assert [r['test_accuracy'] for r in rows] == [r['test_accuracy'] for r in read_history(full)]
 
 def test_resume_without_checkpoint_is_an_error(tmp_path):
