@@ -57,9 +57,12 @@ def hole_mask(holes, active, h=32, w=32):
     "(B,H,W) bool: pixels inside any active hole; `holes` (B,K,4) y,x,h,w, `active` (B,K) bool."
     r = torch.arange(max(h, w), device=holes.device)
     y, x, hh, hw = holes.unbind(-1)
-    iny = (r[:h] >= y[..., None]) & (r[:h] < (y + hh)[..., None])  # (B,K,H)
-    inx = (r[:w] >= x[..., None]) & (r[:w] < (x + hw)[..., None])  # (B,K,W)
-    return (iny[..., :, None] & inx[..., None, :] & active[..., None, None]).any(1)
+    iny = (r[:h] >= y[..., None]) & (r[:h] < (y + hh)[..., None]) & active[..., None]  # (B,K,H): rows of active holes
+    inx = (r[:w] >= x[..., None]) & (r[:w] < (x + hw)[..., None])                      # (B,K,W)
+    # one (B,H,W) outer product a hole slot (K is 1 or 2), OR-ed in place: a third of the time of a (B,K,H,W) mask
+    m = iny[:, 0, :, None] & inx[:, 0, None, :]
+    for k in range(1, holes.shape[1]): m |= iny[:, k, :, None] & inx[:, k, None, :]
+    return m
 
 def apply_params(x, p, spec):
     "Flip, affine, cutout of `spec` on float [0,1] images `x` (B,C,H,W) with the drawn parameters `p` (see `draw_params`)."
