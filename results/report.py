@@ -8,7 +8,7 @@ from fastcifar.data import AUGS
 
 __all__ = ['RESULTS', 'ROOT', 'EPOCHS', 'KEYS', 'LEGACY', 'RECIPES', 'SEED_RECIPE', 'README_RECIPE', 'IMPROVED', 'pct', 'pts', 'mean_sd',
            'seed_table', 'settings', 'machine', 'load_run', 'load_runs', 'is_seed', 'is_readme', 'changes', 'describe', 'command', 'group_runs',
-           'seed_group', 'readme_group', 'improved_group', 'seed_distance', 'headline', 'fidelity', 'search_section', 'report', 'derived_blocks', 'sync_readme', 'main']
+           'seed_group', 'readme_group', 'improved_group', 'seed_distance', 'headline', 'fidelity', 'search_section', 'executor_section', 'report', 'derived_blocks', 'sync_readme', 'main']
 
 RESULTS = Path(__file__).resolve().parent
 ROOT = RESULTS.parent
@@ -390,6 +390,35 @@ one change with `--recipe improved` at the last epoch (never the best). An accur
 {verdict} Test-set runs of the settings compared here: {read}.
 """
 
+def _runs_seeds(runs):
+    "'1 run: seed 42' or '2 runs: seeds 1, 2'."
+    n = len(runs)
+    return f"{n} run{'s'*(n > 1)}: seed{'s'*(n > 1)} {', '.join(str(r.seed) for r in runs)}"
+
+def executor_section(gs):
+    "Each recipe trained with both augmentation executors: final test accuracy per executor against the recipe's spread."
+    rows = []
+    for g in gs:
+        by = {e: [r for r in g.runs if r.res.get('aug', 'albumentations') == e] for e in ('albumentations', 'batch')}
+        if not all(by.values()): continue
+        a, b = (_stats(by[e], 'final_test_accuracy') for e in ('albumentations', 'batch'))
+        sd = g.final.std(ddof=1)  # the recipe's run-to-run spread, both executors' runs together
+        d = b.mean() - a.mean()
+        rows.append([describe(g.s) + f" (layout {g.s['model_version']})",
+                     *(f"{mean_sd(x)} ({_runs_seeds(by[e])})" for x, e in ((a, 'albumentations'), (b, 'batch'))),
+                     pts(d), f'{100*sd:.2f}', 'within' if abs(d) <= 2*sd else 'beyond'])
+    if not rows: return ''
+    head = ['recipe', '`--aug albumentations`', '`--aug batch`', 'batch - albumentations, points',
+            'SD of all its runs, points', 'difference within 2 SD?']
+    return f"""## The two augmentation executors
+
+`--aug batch` runs the same augmentation as `--aug albumentations` (the same distributions, drawn per image) as torch
+ops on whole batches; the recipes trained with both, final test accuracy per executor. A difference within two
+run-to-run SDs of the recipe (all its runs) is what seeds alone give.
+
+{_table(head, rows)}
+"""
+
 def report(runs=None, seed=..., search=None):
     "The text of results/README.md (`seed` None: without the seed's table); `search`: the `--valid holdout` runs."
     runs = load_runs() if runs is None else runs; seed = seed_table() if seed is ... else seed
@@ -426,6 +455,7 @@ two or more runs.
 
 {_epoch_table(gs, seed, search)}
 
+{executor_section(gs)}
 ## Beyond the seed: what each change gave
 
 {_beyond_prose(gs, ref, seed)}

@@ -101,6 +101,19 @@ def test_group_mean_and_sd_are_numpy_s():
                 ([r[k] for r in rs] for k in ('final_test_accuracy', 'final_test_accuracy_flip_tta', 'final_train_accuracy'))]
         assert any(all(w in l for w in want) and f'| {len(rs)} |' in l for l in table), (key, want)
 
+def test_executor_section_compares_each_recipe_run_with_both_executors(report):
+    "Per recipe with runs of both executors: each one's mean, their difference, and the recipe's SD, by hand."
+    from types import SimpleNamespace as NS
+    s = dict(report.IMPROVED, recipe='improved', model_version=2)
+    def run(seed, acc, aug): return NS(seed=seed, s=s, res=dict(final_test_accuracy=acc, final_test_accuracy_flip_tta=acc, final_train_accuracy=acc, aug=aug))
+    runs = [run(1, .830, 'albumentations'), run(2, .834, 'albumentations'), run(3, .842, 'batch'), run(4, .846, 'batch')]
+    text = report.executor_section(report.group_runs(runs))
+    sd = 100*np.std([.830, .834, .842, .846], ddof=1)
+    row = next(l for l in text.splitlines() if l.startswith('| `improved`'))
+    assert row == (f"| `improved` (layout 2) | 83.20 ± 0.28% (2 runs: seeds 1, 2) | 84.40 ± 0.28% (2 runs: seeds 3, 4) | +1.20 | {sd:.2f} | "
+                   f"{'within' if 1.2 <= 2*sd else 'beyond'} |")
+    assert report.executor_section(report.group_runs(runs[:2])) == ''  # one executor only: nothing to compare
+
 def test_seed_table_distance_by_hand():
     "One run's distance from the seed's per-epoch table, recomputed here: mean |difference| in points, and the end gap."
     run = next((r for r in RUNS if r.name.startswith('gpu-')), RUNS[0])
