@@ -22,3 +22,15 @@ def test_speed_table_quotes_each_run(tmp_path):
     for cell in ('150.2 (52%)', '120.5 (65%)', '**1.25x**', '3,400', '41,001', '| 812 |', 'not timed', '60.0 s: data wait 1.2 s (2.0%)'):
         assert cell in rows[2], cell
     assert speed_table([]).startswith('*No `python -m bench.speed` output')
+
+def test_memory_bench_times_both_settings_in_fresh_processes(tmp_path):
+    "bench.memory: each setting in its own process; glibc's defaults page-fault far more a step than kept memory."
+    import subprocess, sys
+    out = tmp_path/'memory.json'
+    r = subprocess.run([sys.executable, '-m', 'bench.memory', '--rounds', '1', '--steps', '3', '--out', str(out)],
+                       capture_output=True, text=True, cwd=BENCH.parent)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert set(res['median_ms']) == {'off', 'on'} and all(v > 0 for m in res['median_ms'].values() for v in m.values())
+    assert res['faults_a_step']['off']['no dropout'] > 5*max(res['faults_a_step']['on']['no dropout'], 1000)
+    assert r.stdout.count('step, ') == 2 and 'freed memory kept' in r.stdout
