@@ -122,7 +122,7 @@ def test_improved_recipe_sets_its_choices_and_flags_win(tiny_tgz, tmp_path):
     assert res['params'] == 193_280 and res['epochs'] == 1  # same Net, same parameters
     assert _dropouts(learn.model) == [0.]*8 and learn.loss_func.eps == 0.1
     assert all(g['weight_decay'] == 5e-4 for g in learn.opt.opt.param_groups)
-    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, dropout=0., nesterov=False, aug_spec='readme', cutout=0)
+    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, dropout=0., nesterov=False, ema=0., aug_spec='readme', cutout=0)
     assert not any(g['nesterov'] for g in learn.opt.opt.param_groups)
     assert res['cutout'] == 0 and _augs(learn) == ['HorizontalFlip', 'Affine']  # no cutout hole
     learn = train(tiny_tgz, tmp_path/'imp2', epochs=1, bs=32, recipe='improved', wd=1e-4, dropout=0.2, cutout=16, nesterov=True, show=False)
@@ -147,7 +147,7 @@ def test_help_explains_each_flag():
     r = cli('--help')
     assert r.returncode == 0
     for flag in ('--data', '--out', '--epochs', '--bs', '--lr', '--wd', '--random-seed', '--precision', '--workers', '--resume', '--model',
-                 '--recipe', '--label-smoothing', '--dropout', '--cutout', '--aug-spec', '--overwrite', '--frac'):
+                 '--recipe', '--label-smoothing', '--dropout', '--cutout', '--aug-spec', '--overwrite', '--frac', '--ema'):
         assert flag in r.stdout, flag
 
 @pytest.mark.parametrize('args,msg', [(('--epochs', '-1'), '--epochs -1'), (('--precision', 'fp8'), '--precision fp8'),
@@ -155,7 +155,7 @@ def test_help_explains_each_flag():
                                       (('--recipe', 'fancy'), '--recipe fancy'), (('--dropout', '1.5'), '--dropout 1.5'),
                                       (('--label-smoothing', '-0.1'), '--label-smoothing -0.1'), (('--cutout', '40'), '--cutout 40'),
                                       (('--model', 'fastcifar.model', '--dropout', '0'), '--dropout sets'),
-                                      (('--aug', 'gpu'), '--aug gpu'), (('--valid', 'dev'), '--valid dev')])
+                                      (('--aug', 'gpu'), '--aug gpu'), (('--valid', 'dev'), '--valid dev'), (('--ema', '1'), '--ema 1.0')])
 def test_bad_flags_give_one_line(tiny_tgz, tmp_path, args, msg, capsys):
     from fastcifar.train import main
     with pytest.raises(SystemExit) as e: main(['--data', str(tiny_tgz), '--out', str(tmp_path/'r'), '--epochs', '1', *args])
