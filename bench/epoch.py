@@ -8,20 +8,30 @@ from fastcifar.train import seed_learner, fit_seed_cycle, pick_precision
 from bench.compute import compute_bound, cpu_name, summarise
 
 class EpochTimer(Callback):
-    "Seconds spent waiting for batches, inside batches (forward, backward, step, callbacks), and in each phase."
+    "Seconds spent waiting for batches, inside batches (forward, backward, step, every callback), and in each phase."
+    # A batch starts at the first callback's `before_batch` (this one, order -100) and ends after the last callback's
+    # `after_batch` (`BatchEnd`, order 10,000): the time between is the DataLoader's alone (fetch, collate, batch
+    # transforms). Pass both: `fit(..., cbs=timer.pair)`.
     order = -100
+    def __init__(self): self.pair = [self, BatchEnd(self)]
     def before_train(self): self.t = self.t0 = time.perf_counter(); self.data = self.step = 0.
     def before_batch(self):
         now = time.perf_counter()
         if self.training: self.data += now - self.t
         self.tb = now
-    def after_batch(self):
+    def batch_end(self):
         now = time.perf_counter()
         if self.training: self.step += now - self.tb
         self.t = now
     def after_train(self): self.train_s = time.perf_counter() - self.t0
     def before_validate(self): self.v0 = time.perf_counter()
     def after_validate(self): self.valid_s = time.perf_counter() - self.v0
+
+class BatchEnd(Callback):
+    "The last `after_batch` of all: marks the end of the batch for its `EpochTimer`."
+    order = 10_000
+    def __init__(self, timer): self.timer = timer
+    def after_batch(self): self.timer.batch_end()
 
 def data_epoch(dls):
     "Seconds to draw every training batch once (decoded arrays -> augmentation -> normalised batch), no model."
@@ -44,7 +54,7 @@ def main(data:str='../shared/data/cifar10.tgz', # CIFAR-10 source
     for r in range(repeats):
         learn = seed_learner(dls, precision=prec)
         tm = EpochTimer()
-        with learn.no_bar(), learn.no_logging(): fit_seed_cycle(learn, 1, cbs=[tm])
+        with learn.no_bar(), learn.no_logging(): fit_seed_cycle(learn, 1, cbs=tm.pair)
         wall = tm.train_s + tm.valid_s
         epochs.append(dict(wall_s=wall, train_s=tm.train_s, test_s=tm.valid_s, data_wait_s=tm.data, in_batch_s=tm.step,
                            # in-batch time beyond the bare step: fastai's loop, callbacks, metrics

@@ -34,14 +34,14 @@ def loop_overhead(dls, batches=100):
     m = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 10))
     learn = seed_learner(dls, m, precision='fp32', channels_last=False)
     tm = EpochTimer()
-    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=[tm])
+    with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=tm.pair)
     return 1e6*tm.step/len(dls.train)
 
 def real_epoch(dls, prec):
     "One real epoch of the seed's Learner: wall, data wait and in-batch seconds."
     learn = seed_learner(dls, precision=prec)
     tm = EpochTimer()
-    with learn.no_bar(), learn.no_logging(): fit_seed_cycle(learn, 1, cbs=[tm])
+    with learn.no_bar(), learn.no_logging(): fit_seed_cycle(learn, 1, cbs=tm.pair)
     return dict(train_s=tm.train_s, test_s=tm.valid_s, data_wait_s=tm.data, in_batch_s=tm.step, steps=len(dls.train))
 
 @call_parse
