@@ -28,8 +28,9 @@ def test_cpu_steps_reuse_freed_memory():
     "After `reuse_freed_memory` a training step of 128 reuses the last step's memory: almost no fresh pages."
     faults = {k: int(subprocess.run([sys.executable, '-c', _FAULTS, k], capture_output=True, text=True, check=True).stdout)
               for k in ('off', 'on')}
-    # about 100 MB of activations a step: 25,000 4-KB pages if each were fresh; the median step takes 8 MB at most here
-    assert faults['off'] > 10000 and faults['on'] < 2000, faults
+    # about 100 MB of activations a step: 10,000-35,000 fresh 4-KB pages a step with glibc's defaults (seen here and
+    # in CI, fewer on a loaded machine); with freed memory kept the median step takes 8 MB at most, a fifth at most
+    assert faults['off'] > 5000 and faults['on'] < min(2000, faults['off']/5), faults
 
 _HOLES = '''
 import sys
