@@ -32,7 +32,7 @@ def test_memory_bench_times_both_settings_in_fresh_processes(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert set(res['median_ms']) == {'off', 'on'} and all(v > 0 for m in res['median_ms'].values() for v in m.values())
-    assert res['faults_a_step']['off']['no dropout'] > 5*max(res['faults_a_step']['on']['no dropout'], 1000)
+    assert res['faults_a_step']['off']['no dropout'] > 3*max(res['faults_a_step']['on']['no dropout'], 1000)
     assert r.stdout.count('step, ') == 2 and 'freed memory kept' in r.stdout
 
 def test_epoch_timer_counts_every_callback_inside_the_batch(tiny_tgz, tmp_path):
@@ -47,7 +47,7 @@ def test_epoch_timer_counts_every_callback_inside_the_batch(tiny_tgz, tmp_path):
     class Slow(Callback):
         order = 50
         def after_batch(self):
-            if self.training: time.sleep(0.1)
+            if self.training: time.sleep(0.2)
     def timed(*cbs):
         torch.manual_seed(0)
         learn = Learner(cifar_dls(tiny_tgz, bs=32, seed=0), make(), loss_func=CrossEntropyLossFlat(), path=tmp_path)
@@ -55,5 +55,5 @@ def test_epoch_timer_counts_every_callback_inside_the_batch(tiny_tgz, tmp_path):
         with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=list(cbs) + tm.pair)
         return tm, len(learn.dls.train)
     (plain, n), (slow, _) = timed(), timed(Slow())
-    assert slow.step >= 0.1*n and slow.data + slow.step <= slow.train_s
-    assert slow.data < plain.data + 0.05*n  # the 0.1 s a batch is not counted as waiting for data (before: all of it)
+    assert slow.step >= 0.2*n and slow.data + slow.step <= slow.train_s
+    assert slow.data < plain.data + 0.1*n  # the 0.2 s a batch is not counted as waiting for data (before: all of it)
