@@ -393,7 +393,7 @@ one change with `--recipe improved` at the last epoch (never the best). An accur
 def _runs_seeds(runs):
     "'1 run: seed 42' or '2 runs: seeds 1, 2'."
     n = len(runs)
-    return f"{n} run{'s'*(n > 1)}: seed{'s'*(n > 1)} {', '.join(str(r.seed) for r in runs)}"
+    return f"{n} run{'s'*(n > 1)}: seed{'s'*(n > 1)} {_seeds(NS(runs=runs))}"
 
 def executor_section(gs):
     "Each recipe trained with both augmentation executors: final test accuracy per executor against the recipe's spread."
