@@ -3,10 +3,10 @@ import csv, json, os, re, numpy as np
 from collections import Counter
 from pathlib import Path
 from types import SimpleNamespace as NS
-from fastcifar.recipe import RECIPES as _RECIPES, recipe_of
+from fastcifar.recipe import RECIPES as _RECIPES, DEFAULTS, recipe_of
 from fastcifar.data import AUGS
 
-__all__ = ['RESULTS', 'ROOT', 'EPOCHS', 'KEYS', 'LEGACY', 'RECIPES', 'SEED_RECIPE', 'README_RECIPE', 'IMPROVED', 'pct', 'pts', 'mean_sd',
+__all__ = ['RESULTS', 'ROOT', 'EPOCHS', 'KEYS', 'SCHEDULE', 'LEGACY', 'RECIPES', 'SEED_RECIPE', 'README_RECIPE', 'IMPROVED', 'pct', 'pts', 'mean_sd',
            'seed_table', 'settings', 'machine', 'load_run', 'load_runs', 'is_seed', 'is_readme', 'changes', 'describe', 'command', 'group_runs',
            'seed_group', 'readme_group', 'improved_group', 'seed_distance', 'headline', 'fidelity', 'search_section', 'executor_section', 'report', 'derived_blocks', 'sync_readme', 'main']
 
@@ -17,11 +17,15 @@ ONE_RUN_TARGET = 0.82                # this project's target for one run of the 
 GOAL = 1.5                           # points `--recipe improved` set out to gain over `--recipe seed-readme`, the recipe it was derived from
 
 # A run's recipe settings: what makes two runs the same experiment (the seed aside).
-KEYS = ('recipe', 'wd', 'label_smoothing', 'dropout', 'nesterov', 'ema', 'cutout', 'aug_spec', 'model_version')
+KEYS = ('recipe', 'wd', 'label_smoothing', 'dropout', 'nesterov', 'ema', 'cutout', 'aug_spec', 'lr', 'bs', 'model_version')
+# Settings outside the recipes that still make a different experiment: the schedule's max LR and the batch size, at
+# their defaults in every recipe (every results.json records them).
+SCHEDULE = {k: DEFAULTS[k] for k in ('lr', 'bs')}
 # What a results.json written before a setting was recorded ran with: the seed's dropout and 16x16 hole (no flag
 # changed them yet), its README's augmentation, and the Net's first layout (Dropout after the depthwise conv too).
 # (Its recorded recipe name is read as today's by its settings: `fastcifar.recipe.recipe_of`.)
-LEGACY = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, ema=0., cutout=16, aug_spec='readme', model_version=1)
+LEGACY = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, ema=0., cutout=16, aug_spec='readme', model_version=1,
+              **SCHEDULE)
 def _own_hole(aug_spec):
     "The side of augmentation `aug_spec`'s one square hole, or None where its holes vary in number or size."
     aug = AUGS[aug_spec]
@@ -31,13 +35,13 @@ def _resolved(r):
     "A recipe's settings with `cutout` None (the augmentation's own) made the side of its one square hole, if it has one."
     return dict(r, cutout=_own_hole(r['aug_spec']) if r['cutout'] is None else r['cutout'])
 
-RECIPES = {k: _resolved(v) for k, v in _RECIPES.items()}  # what each recipe sets, from fastcifar.recipe
+RECIPES = {k: dict(_resolved(v), **SCHEDULE) for k, v in _RECIPES.items()}  # what each recipe sets (fastcifar.recipe), at the default schedule
 SEED_RECIPE, README_RECIPE, IMPROVED = RECIPES['seed'], RECIPES['seed-readme'], RECIPES['improved']
 _WORDS = dict(wd=lambda v: f'wd {_sci(v)}', label_smoothing=lambda v: f'label smoothing {v:g}',
               dropout=lambda v: f'dropout {v:g}', nesterov=lambda v: 'Nesterov momentum' if v else 'no Nesterov momentum',
               ema=lambda v: f'weight EMA {v:g}' if v else 'no weight EMA',
               cutout=lambda v: f'cutout {v}x{v}' if v else 'no cutout',
-              aug_spec=lambda v: f'augmentation {v}')
+              aug_spec=lambda v: f'augmentation {v}', lr=lambda v: f'max LR {v:g}', bs=lambda v: f'batch {v}')
 
 def _sci(v):
     "`v` as '5e-4', not '0.0005'."

@@ -85,7 +85,7 @@ def _settings_by_hand(res):
     cut = res.get('cutout', 16)
     # the settings alone, not the recorded recipe name: runs from before the recipes were renamed recorded other names
     return (res['wd'], res['label_smoothing'], res.get('dropout', 0.05), res.get('nesterov', False), res.get('ema', 0.),
-            16 if cut is None and aug == 'readme' else cut, aug, res.get('model_version', 1))
+            16 if cut is None and aug == 'readme' else cut, aug, res['lr'], res['bs'], res.get('model_version', 1))
 
 def test_group_mean_and_sd_are_numpy_s():
     "Every group of two or more runs shows numpy's mean and sample SD (ddof 1) of its final, flip-TTA and train accuracy."
@@ -93,7 +93,7 @@ def test_group_mean_and_sd_are_numpy_s():
     for run in RUNS:
         res = json.loads((run/'results.json').read_text())
         if run not in HOLDOUT_RUNS: groups.setdefault(_settings_by_hand(res), []).append(res)
-    seed = groups[(1e-4, 0., 0.05, False, 0., 16, 'readme', 1)]  # today's seed-readme on the Net's first layout
+    seed = groups[(1e-4, 0., 0.05, False, 0., 16, 'readme', 0.05, 128, 1)]  # today's seed-readme on the Net's first layout
     assert len(seed) >= 2, "the seed's recipe has fewer than two runs"
     table = [l for l in section('Runs grouped by recipe') if l.startswith('| `')]
     for key, rs in groups.items():
@@ -114,6 +114,23 @@ def test_executor_section_compares_each_recipe_run_with_both_executors(report):
     assert row == (f"| `improved` (layout 2) | 83.20 ± 0.28% (2 runs: seeds 1, 2) | 84.40 ± 0.28% (2 runs: seeds 3, 4) | +1.20 | {sd:.2f} | "
                    f"{'within' if 1.2 <= 2*sd else 'beyond'} |")
     assert report.executor_section(report.group_runs(runs[:2])) == ''  # one executor only: nothing to compare
+
+def test_a_changed_schedule_is_its_own_experiment(report):
+    "A run at another max LR or batch size is not grouped with its recipe's runs, and the report names the change and its flags."
+    from types import SimpleNamespace as NS
+    base = dict(report.IMPROVED, recipe='improved', model_version=2)
+    def run(name, acc, **kw):
+        return NS(name=name, seed=42, s=dict(base, **kw), kind='cpu', hist=dict(seconds=np.array([100., 120., 110.])), machine='CPU',
+                  res=dict(final_test_accuracy=acc, final_test_accuracy_flip_tta=acc, final_train_accuracy=acc,
+                           best_test_accuracy=acc, best_epoch=30, aug='batch'))
+    runs = [run('a', .84), run('b', .85, bs=64, lr=0.025)]
+    assert [g.n for g in report.group_runs(runs)] == [1, 1]
+    assert report.describe(runs[1].s) == '`improved`, max LR 0.025, batch 64'
+    assert report.command(runs[1].s) == '--recipe improved --lr 0.025 --bs 64'
+    text = report.search_section(runs)
+    assert '| [b](b/RUN.md) | `improved`, max LR 0.025, batch 64 (`--recipe improved --lr 0.025 --bs 64 --valid holdout`) | **85.00%** |' in text
+    assert 'max LR 0.025, batch 64: +1.00 points' in text
+    assert report.settings(dict(wd=1e-4, label_smoothing=0.))['lr'] == 0.05  # results.json without them: the defaults
 
 def test_seed_table_distance_by_hand():
     "One run's distance from the seed's per-epoch table, recomputed here: mean |difference| in points, and the end gap."
