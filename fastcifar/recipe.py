@@ -12,9 +12,9 @@ from .images import SIZE
 __all__ = ['SCHEDULE', 'Setting', 'SETTINGS', 'DEFAULTS', 'RECIPES', 'RECIPE_KEYS', 'recipe_of', 'RecipeError', 'resolve', 'parser', 'rerun_command',
            'markdown_table']
 
-# The seed's one-cycle schedule, as its PyTorch script set it: fixed parts of every recipe, not flags.
+# The seed's one-cycle schedule, as its PyTorch script set it: the same in every recipe; only the warm-up is a flag.
 SCHEDULE = dict(
-    pct_start=0.3, div=25.,  # torch OneCycleLR defaults: warm-up fraction, initial LR = lr/div
+    pct_start=0.3, div=25.,  # torch OneCycleLR defaults: warm-up fraction (--warmup's default), initial LR = lr/div
     final_div=1e4,           # torch's final LR = initial LR / final_div (fastai's div_final is lr_max/final)
     moms=(0.95, 0.85, 0.95), # momentum cycled inversely to the LR (torch OneCycleLR cycle_momentum)
     momentum=0.9,            # SGD momentum outside the cycle (the seed's optimizer)
@@ -44,7 +44,9 @@ SETTINGS = (
     Setting('epochs', int, 30, 'epochs of the one-cycle schedule', _pos, '1 or more'),
     Setting('bs', int, 128, 'batch size (the seed: 391 steps an epoch, the last batch partial)', _pos, '1 or more'),
     Setting('lr', float, 0.05, 'max learning rate of the one-cycle schedule', lambda v: v > 0, 'above 0'),
-    Setting('wd', float, None, "L2 weight decay added to every parameter's gradient, as the seed's torch SGD did", _nonneg, '0 or more'),
+    Setting('warmup', float, SCHEDULE['pct_start'], 'fraction of the one-cycle schedule spent rising to the max learning rate', lambda v: 0 < v < 1, 'above 0 and below 1'),
+    Setting('wd', float, None, "L2 weight decay added to the parameters' gradients, as the seed's torch SGD did", _nonneg, '0 or more'),
+    Setting('wd_bn_bias', bool, None, "weight decay on BatchNorm weights and biases too, as the seed's torch SGD did (--no-wd-bn-bias: on conv and linear weights only, fastai's default)"),
     Setting('label_smoothing', float, None, 'label smoothing of the cross-entropy (0: none)', _frac, '0 or more and below 1'),
     Setting('dropout', float, None, "probability of the Net's Dropout layers", _frac, '0 or more and below 1'),
     Setting('nesterov', bool, None, "Nesterov momentum in the SGD step (--no-nesterov: the seed's plain momentum)"),
@@ -68,10 +70,10 @@ DEFAULTS = {s.name: s.default for s in SETTINGS}  # None: from the recipe (RECIP
 RECIPES = {
     # the seed's code as it most likely ran (its 1.x-style calls under albumentations 2.x): its curves are the closer
     # to the seed's published per-epoch table (results/README.md); named 'seed-albu2' by runs before the rename
-    'seed': dict(wd=1e-4, label_smoothing=0., dropout=DROPOUT, nesterov=False, ema=0., aug_spec=SEED_AUG, cutout=None),
+    'seed': dict(wd=1e-4, wd_bn_bias=True, label_smoothing=0., dropout=DROPOUT, nesterov=False, ema=0., aug_spec=SEED_AUG, cutout=None),
     # the seed as its README says (one 16x16 hole, reflect-101 borders); named 'seed' by runs before the rename
-    'seed-readme': dict(wd=1e-4, label_smoothing=0., dropout=DROPOUT, nesterov=False, ema=0., aug_spec='readme', cutout=None),
-    'improved': dict(wd=5e-4,            # stronger L2 (still through the gradient, on every parameter)
+    'seed-readme': dict(wd=1e-4, wd_bn_bias=True, label_smoothing=0., dropout=DROPOUT, nesterov=False, ema=0., aug_spec='readme', cutout=None),
+    'improved': dict(wd=5e-4, wd_bn_bias=True,  # stronger L2 (still through the gradient, on every parameter)
                      label_smoothing=0.1,  # soft targets
                      dropout=0.,         # the seed's recipe underfits: train accuracy (augmented) stays below test
                      nesterov=False, ema=0.,

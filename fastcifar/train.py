@@ -11,7 +11,7 @@ from fastai.learner import Learner
 from fastai.optimizer import OptimWrapper
 from fastai.losses import CrossEntropyLossFlat, LabelSmoothingCrossEntropyFlat
 from fastai.metrics import accuracy
-from fastai.torch_core import set_seed, default_device, rank_distrib
+from fastai.torch_core import set_seed, default_device, rank_distrib, trainable_params, norm_bias_params
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner)
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.fp16 import MixedPrecision
@@ -27,7 +27,7 @@ from .memory import reuse_freed_memory
 from .distributed import world_size, setup, rank0_first, from_rank0, data_parallel
 
 __all__ = ['SCHEDULE', 'SETTINGS', 'RECIPES', 'TrainError', 'Interrupted', 'seed_opt', 'fit_seed_cycle', 'get_model',
-           'pick_precision', 'seed_learner', 'cpu_name', 'train', 'main']
+           'pick_precision', 'wd_groups', 'seed_learner', 'cpu_name', 'train', 'main']
 
 class TrainError(ValueError):
     "A bad training argument, run folder or checkpoint: the message is one line saying what to do."
@@ -40,10 +40,10 @@ def seed_opt(params, lr=0.05, nesterov=False, **kw):
     # fastai's own SGD decouples weight decay and skips BN/bias, which is not the seed's recipe
     return OptimWrapper(params, opt=torch.optim.SGD, lr=lr, momentum=SCHEDULE['momentum'], nesterov=nesterov, **kw)
 
-def fit_seed_cycle(learn, epochs, lr=0.05, cbs=None, start_epoch=0):
-    "`fit_one_cycle` with torch `OneCycleLR`'s shape (pct_start 0.3, div 25, final div 1e4, momentum 0.85-0.95)."
+def fit_seed_cycle(learn, epochs, lr=0.05, cbs=None, start_epoch=0, warmup=SCHEDULE['pct_start']):
+    "`fit_one_cycle` with torch `OneCycleLR`'s shape (warm-up 0.3 of the steps, div 25, final div 1e4, momentum 0.85-0.95)."
     s = SCHEDULE
-    learn.fit_one_cycle(epochs, lr, div=s['div'], div_final=s['div']*s['final_div'], pct_start=s['pct_start'],
+    learn.fit_one_cycle(epochs, lr, div=s['div'], div_final=s['div']*s['final_div'], pct_start=warmup,
                         moms=s['moms'], cbs=cbs, start_epoch=start_epoch)
 
 def get_model(spec=None, dropout=None):
@@ -71,11 +71,24 @@ def pick_precision(precision='auto', device=None):
     if precision == 'fp16' and not cuda: raise TrainError('--precision fp16 needs a CUDA GPU; on the CPU use bf16 or fp32')
     return precision
 
-def seed_learner(dls, model=None, wd=1e-4, precision='auto', path='.', channels_last=True, label_smoothing=0., nesterov=False):
-    "The seed's Learner: Net, cross-entropy, accuracy, torch SGD with L2 weight decay, in `precision`."
+def wd_groups(model, wd_bn_bias=True):
+    "The optimizer's parameter groups: all trainable parameters, or (not `wd_bn_bias`) the rest, then BatchNorm's and the biases."
+    ps = trainable_params(model)
+    if wd_bn_bias: return ps
+    # fastai's own `wd_bn_bias=False` marks those parameters in a state only fastai's optimizers read; torch's SGD
+    # needs them in a group of their own, whose weight decay `seed_learner` sets to 0
+    nb = {id(p) for p in norm_bias_params(model)}
+    rest, bn = [p for p in ps if id(p) not in nb], [p for p in ps if id(p) in nb]
+    return [rest, bn] if rest and bn else ps
+
+def seed_learner(dls, model=None, wd=1e-4, precision='auto', path='.', channels_last=True, label_smoothing=0., nesterov=False,
+                 wd_bn_bias=True):
+    "The seed's Learner: Net, cross-entropy, accuracy, torch SGD with L2 weight decay (not on BatchNorm and biases if not `wd_bn_bias`), in `precision`."
     loss = LabelSmoothingCrossEntropyFlat(eps=label_smoothing) if label_smoothing else CrossEntropyLossFlat()
-    learn = Learner(dls, model if model is not None else Net(), loss_func=loss,
-                    metrics=accuracy, opt_func=partial(seed_opt, nesterov=nesterov), wd=wd, path=path, model_dir='.')
+    model = model if model is not None else Net()
+    split = isinstance(wd_groups(model, wd_bn_bias)[0], list)
+    learn = Learner(dls, model, loss_func=loss, metrics=accuracy, opt_func=partial(seed_opt, nesterov=nesterov),
+                    splitter=partial(wd_groups, wd_bn_bias=wd_bn_bias), wd=[wd, 0.] if split else wd, path=path, model_dir='.')
     prec = pick_precision(precision, dls.device)
     cuda = torch.device(dls.device or 'cpu').type == 'cuda'
     if not cuda: reuse_freed_memory(); learn.add_cb(ReleaseFreedMemory())
@@ -119,7 +132,7 @@ def _workers(workers, device):
 
 # ------------------------------------------------------------------------------------------------------ the steps
 
-_OLD = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, ema=0., cutout=16, aug_spec='readme', aug='albumentations', valid='test', world_size=1)  # what older checkpoints lack
+_OLD = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, ema=0., wd_bn_bias=True, warmup=SCHEDULE['pct_start'], cutout=16, aug_spec='readme', aug='albumentations', valid='test', world_size=1)  # what older checkpoints lack
 
 def _settings(kw):
     "Every setting of the run, checked: given > recipe > default."
@@ -181,7 +194,7 @@ def _data(cfg, rank):
 
 def _learner(cfg, dls, out):
     return seed_learner(dls, get_model(cfg['model'], cfg['dropout']), cfg['wd'], cfg['precision'], path=out,
-                        label_smoothing=cfg['label_smoothing'], nesterov=cfg['nesterov'])
+                        label_smoothing=cfg['label_smoothing'], nesterov=cfg['nesterov'], wd_bn_bias=cfg['wd_bn_bias'])
 
 def _aug(dls):
     "The augmentation of the training DataLoader (its random state is checkpointed): albumentations' or `BatchAug`, or None."
@@ -221,7 +234,7 @@ def _fit(learn, cfg, cbs, start, show):
     out = learn.path
     try:
         with data_parallel(learn), ContextManagers(_quiet(learn, show)):
-            fit_seed_cycle(learn, cfg['epochs'], cfg['lr'], cbs=cbs, start_epoch=start)
+            fit_seed_cycle(learn, cfg['epochs'], cfg['lr'], cbs=cbs, start_epoch=start, warmup=cfg['warmup'])
     except KeyboardInterrupt:
         if (out/'checkpoint.pth').is_file(): raise Interrupted(f'interrupted; resume with --resume --out {out}') from None
         raise Interrupted(f'interrupted before the first epoch ended; start again with --overwrite --out {out}') from None

@@ -84,8 +84,8 @@ def _settings_by_hand(res):
     aug = res.get('aug_spec', 'readme')
     cut = res.get('cutout', 16)
     # the settings alone, not the recorded recipe name: runs from before the recipes were renamed recorded other names
-    return (res['wd'], res['label_smoothing'], res.get('dropout', 0.05), res.get('nesterov', False), res.get('ema', 0.),
-            16 if cut is None and aug == 'readme' else cut, aug, res['lr'], res['bs'], res.get('model_version', 1))
+    return (res['wd'], res.get('wd_bn_bias', True), res['label_smoothing'], res.get('dropout', 0.05), res.get('nesterov', False), res.get('ema', 0.),
+            16 if cut is None and aug == 'readme' else cut, aug, res['lr'], res.get('warmup', 0.3), res['bs'], res.get('model_version', 1))
 
 def test_group_mean_and_sd_are_numpy_s():
     "Every group of two or more runs shows numpy's mean and sample SD (ddof 1) of its final, flip-TTA and train accuracy."
@@ -93,7 +93,7 @@ def test_group_mean_and_sd_are_numpy_s():
     for run in RUNS:
         res = json.loads((run/'results.json').read_text())
         if run not in HOLDOUT_RUNS: groups.setdefault(_settings_by_hand(res), []).append(res)
-    seed = groups[(1e-4, 0., 0.05, False, 0., 16, 'readme', 0.05, 128, 1)]  # today's seed-readme on the Net's first layout
+    seed = groups[(1e-4, True, 0., 0.05, False, 0., 16, 'readme', 0.05, 0.3, 128, 1)]  # today's seed-readme on the Net's first layout
     assert len(seed) >= 2, "the seed's recipe has fewer than two runs"
     table = [l for l in section('Runs grouped by recipe') if l.startswith('| `')]
     for key, rs in groups.items():
@@ -123,14 +123,17 @@ def test_a_changed_schedule_is_its_own_experiment(report):
         return NS(name=name, seed=42, s=dict(base, **kw), kind='cpu', hist=dict(seconds=np.array([100., 120., 110.])), machine='CPU',
                   res=dict(final_test_accuracy=acc, final_test_accuracy_flip_tta=acc, final_train_accuracy=acc,
                            best_test_accuracy=acc, best_epoch=30, aug='batch'))
-    runs = [run('a', .84), run('b', .85, bs=64, lr=0.025)]
-    assert [g.n for g in report.group_runs(runs)] == [1, 1]
+    runs = [run('a', .84), run('b', .85, bs=64, lr=0.025), run('c', .83, wd_bn_bias=False, warmup=0.2)]
+    assert [g.n for g in report.group_runs(runs)] == [1, 1, 1]
+    assert report.describe(runs[2].s) == '`improved`, no weight decay on BatchNorm and biases, warm-up 0.2 of the steps'
+    assert report.command(runs[2].s) == '--recipe improved --no-wd-bn-bias --warmup 0.2'
     assert report.describe(runs[1].s) == '`improved`, max LR 0.025, batch 64'
     assert report.command(runs[1].s) == '--recipe improved --lr 0.025 --bs 64'
     text = report.search_section(runs)
     assert '| [b](b/RUN.md) | `improved`, max LR 0.025, batch 64 (`--recipe improved --lr 0.025 --bs 64 --valid holdout`) | **85.00%** |' in text
     assert 'max LR 0.025, batch 64: +1.00 points' in text
-    assert report.settings(dict(wd=1e-4, label_smoothing=0.))['lr'] == 0.05  # results.json without them: the defaults
+    old = report.settings(dict(wd=1e-4, label_smoothing=0.))  # a results.json without them: what it ran with
+    assert (old['lr'], old['warmup'], old['bs'], old['wd_bn_bias']) == (0.05, 0.3, 128, True)
 
 def test_seed_table_distance_by_hand():
     "One run's distance from the seed's per-epoch table, recomputed here: mean |difference| in points, and the end gap."

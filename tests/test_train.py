@@ -51,12 +51,12 @@ def test_exported_learner_loads_and_predicts(run2):
     learn.model.eval(); ld.model.eval()
     with torch.no_grad(): torch.testing.assert_close(ld.model(x.cpu()), learn.model(x).float(), atol=1e-4, rtol=1e-4)
 
-def _schedule(learn, n_epoch, lr):
+def _schedule(learn, n_epoch, lr, **kw):
     "The lr/mom schedules `fit_seed_cycle` gives fastai's ParamScheduler (captured without training)."
     got = {}
     def fake_fit(n, cbs=None, **kw): got.update(cbs[0].scheds); got['n'] = n
     learn.fit = fake_fit
-    fit_seed_cycle(learn, n_epoch, lr)
+    fit_seed_cycle(learn, n_epoch, lr, **kw)
     del learn.fit
     return got
 
@@ -105,6 +105,37 @@ def test_weight_decay_is_l2_on_every_parameter(run2):
     for n, p in learn.model.named_parameters():  # BN weights and biases decay too, as with torch SGD(weight_decay)
         torch.testing.assert_close(p.detach(), before[n]*(1 - 0.1*1e-2), msg=n)
 
+def test_warmup_moves_the_peak_of_the_cycle(tiny_tgz):
+    "--warmup is the fraction of steps before the max LR (and the min momentum); the seed's is 0.3."
+    learn = seed_learner(cifar_dls(tiny_tgz, bs=32))
+    for w in (0.3, 0.1, 0.6):
+        s = _schedule(learn, 30, LR, warmup=w)
+        pct = np.arange(1000)/1000
+        lr, mom = np.array([_at(s['lr'], p) for p in pct]), np.array([_at(s['mom'], p) for p in pct])
+        assert pct[lr.argmax()] == pytest.approx(w, abs=0.002) and pct[mom.argmin()] == pytest.approx(w, abs=0.002)
+        assert lr.max() == pytest.approx(LR) and lr[0] == pytest.approx(LR/25)
+
+def test_no_wd_bn_bias_takes_batchnorm_and_biases_out_of_weight_decay(tiny_tgz):
+    "--no-wd-bn-bias: BatchNorm weights and every bias in a group of their own with weight decay 0; the rest decays."
+    dls = cifar_dls(tiny_tgz, bs=32)
+    learn = seed_learner(dls, wd=WD, wd_bn_bias=False)
+    learn.create_opt(); learn.opt.set_hypers(lr=0.1, mom=0., wd=learn.wd)  # as Learner.fit sets them
+    g0, g1 = learn.opt.opt.param_groups
+    assert (g0['weight_decay'], g1['weight_decay']) == (WD, 0.) and learn.wd == [WD, 0.]
+    names = {id(p): n for n, p in learn.model.named_parameters()}
+    bn = {n for m_name, m in learn.model.named_modules() if isinstance(m, torch.nn.BatchNorm2d) for n in (f'{m_name}.weight', f'{m_name}.bias')}
+    biases = {n for n in names.values() if n.endswith('.bias')}
+    assert {names[id(p)] for p in g1['params']} == bn | biases and bn
+    assert len(g0['params']) + len(g1['params']) == len(list(learn.model.parameters()))
+    assert all(p.ndim > 1 for p in g0['params'])  # conv and linear weights only
+    before = {n: p.detach().clone() for n, p in learn.model.named_parameters()}
+    for p in learn.model.parameters(): p.grad = torch.zeros_like(p)
+    learn.opt.step()
+    for n, p in learn.model.named_parameters():
+        torch.testing.assert_close(p.detach(), before[n]*(1 - 0.1*WD) if n not in bn | biases else before[n], msg=n)
+    seed = seed_learner(dls, wd=WD); seed.create_opt()
+    assert len(seed.opt.opt.param_groups) == 1 and seed.wd == WD  # the seed's: one group, every parameter decays
+
 def _dropouts(m): return [x.p for x in m.modules() if isinstance(x, torch.nn.Dropout)]
 def _augs(learn): return [type(t).__name__ for t in learn.dls.train.after_item.fs.filter(lambda t: hasattr(t, 'aug'))[0].aug.transforms]
 
@@ -122,15 +153,20 @@ def test_improved_recipe_sets_its_choices_and_flags_win(tiny_tgz, tmp_path):
     assert res['params'] == 193_280 and res['epochs'] == 1  # same Net, same parameters
     assert _dropouts(learn.model) == [0.]*8 and learn.loss_func.eps == 0.1
     assert all(g['weight_decay'] == 5e-4 for g in learn.opt.opt.param_groups)
-    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, dropout=0., nesterov=False, ema=0., aug_spec='readme', cutout=0)
+    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, wd_bn_bias=True, dropout=0., nesterov=False, ema=0., aug_spec='readme', cutout=0)
     assert not any(g['nesterov'] for g in learn.opt.opt.param_groups)
     assert res['cutout'] == 0 and _augs(learn) == ['HorizontalFlip', 'Affine']  # no cutout hole
-    learn = train(tiny_tgz, tmp_path/'imp2', epochs=1, bs=32, recipe='improved', wd=1e-4, dropout=0.2, cutout=16, nesterov=True, show=False)
-    assert all(g['weight_decay'] == 1e-4 and g['nesterov'] and g['momentum'] > 0 for g in learn.opt.opt.param_groups)
+    learn = train(tiny_tgz, tmp_path/'imp2', epochs=1, bs=32, recipe='improved', wd=1e-4, dropout=0.2, cutout=16, nesterov=True,
+                  wd_bn_bias=False, warmup=0.5, show=False)
+    assert [g['weight_decay'] for g in learn.opt.opt.param_groups] == [1e-4, 0.]
+    assert all(g['nesterov'] and g['momentum'] > 0 for g in learn.opt.opt.param_groups)
+    hps, n = learn.recorder.hps['lr'], len(learn.recorder.hps['lr'])
+    np.testing.assert_allclose(hps, [_at(_schedule(learn, 1, LR, warmup=0.5)['lr'], i/n) for i in range(n)], rtol=1e-6)
     assert _dropouts(learn.model) == [0.2]*8
     assert _augs(learn) == ['HorizontalFlip', 'Affine', 'CoarseDropout']
     res = json.loads((tmp_path/'imp2'/'results.json').read_text())
     assert res['cutout'] == 16 and res['nesterov'] is True and '--nesterov' in res['command']
+    assert res['wd_bn_bias'] is False and res['warmup'] == 0.5 and '--no-wd-bn-bias' in res['command'] and '--warmup 0.5' in res['command']
 
 def test_precision_flags(tiny_tgz):
     dls = cifar_dls(tiny_tgz, bs=32)
@@ -147,7 +183,8 @@ def test_help_explains_each_flag():
     r = cli('--help')
     assert r.returncode == 0
     for flag in ('--data', '--out', '--epochs', '--bs', '--lr', '--wd', '--random-seed', '--precision', '--workers', '--resume', '--model',
-                 '--recipe', '--label-smoothing', '--dropout', '--cutout', '--aug-spec', '--overwrite', '--frac', '--ema'):
+                 '--recipe', '--label-smoothing', '--dropout', '--cutout', '--aug-spec', '--overwrite', '--frac', '--ema',
+                 '--warmup', '--wd-bn-bias', '--no-wd-bn-bias'):
         assert flag in r.stdout, flag
 
 @pytest.mark.parametrize('args,msg', [(('--epochs', '-1'), '--epochs -1'), (('--precision', 'fp8'), '--precision fp8'),
@@ -155,7 +192,8 @@ def test_help_explains_each_flag():
                                       (('--recipe', 'fancy'), '--recipe fancy'), (('--dropout', '1.5'), '--dropout 1.5'),
                                       (('--label-smoothing', '-0.1'), '--label-smoothing -0.1'), (('--cutout', '40'), '--cutout 40'),
                                       (('--model', 'fastcifar.model', '--dropout', '0'), '--dropout sets'),
-                                      (('--aug', 'gpu'), '--aug gpu'), (('--valid', 'dev'), '--valid dev'), (('--ema', '1'), '--ema 1.0')])
+                                      (('--aug', 'gpu'), '--aug gpu'), (('--valid', 'dev'), '--valid dev'), (('--ema', '1'), '--ema 1.0'),
+                                      (('--warmup', '1'), '--warmup 1.0: must be above 0 and below 1')])
 def test_bad_flags_give_one_line(tiny_tgz, tmp_path, args, msg, capsys):
     from fastcifar.train import main
     with pytest.raises(SystemExit) as e: main(['--data', str(tiny_tgz), '--out', str(tmp_path/'r'), '--epochs', '1', *args])
