@@ -8,7 +8,7 @@ from fastcifar.data import AUGS
 
 __all__ = ['RESULTS', 'ROOT', 'EPOCHS', 'KEYS', 'SCHEDULE', 'LEGACY', 'RECIPES', 'SEED_RECIPE', 'README_RECIPE', 'IMPROVED', 'pct', 'pts', 'mean_sd',
            'seed_table', 'settings', 'machine', 'load_run', 'load_runs', 'is_seed', 'is_readme', 'changes', 'describe', 'command', 'group_runs',
-           'seed_group', 'readme_group', 'improved_group', 'seed_distance', 'headline', 'fidelity', 'search_section', 'executor_section', 'report', 'derived_blocks', 'sync_readme', 'main']
+           'seed_group', 'readme_group', 'improved_group', 'seed_distance', 'headline', 'fidelity', 'search_section', 'executor_section', 'ablation_section', 'report', 'derived_blocks', 'sync_readme', 'main']
 
 RESULTS = Path(__file__).resolve().parent
 ROOT = RESULTS.parent
@@ -425,6 +425,45 @@ run-to-run SDs of the recipe (all its runs) is what seeds alone give.
 {_table(head, rows)}
 """
 
+def _one_change(name, k, v):
+    "Recipe `name` with setting `k` at `v`, resolved as a run records it (a cutout of None: the augmentation's own holes)."
+    return dict(_resolved(dict(_RECIPES[name], **{k: v})), **SCHEDULE)
+
+def ablation_section(gs, version=None):
+    "One change at a time from the faithful recipe and back from the improved one, each on the Net's current layout."
+    from fastcifar.model import MODEL_VERSION
+    v = version or MODEL_VERSION
+    at = [g for g in gs if g.s['model_version'] == v]
+    # the settings in which the two recipes differ: each moved alone, one way and the other
+    levers = [k for k in _RECIPES['seed'] if _RECIPES['seed'][k] != _RECIPES['improved'][k]]
+    rows, missing, short = [], [], []
+    for name, other, way in (('seed', 'improved', 'from'), ('improved', 'seed', 'back from')):
+        base = max((g for g in at if not _diff(g.s, RECIPES[name])), key=lambda g: g.n, default=None)
+        if base is None: missing.append(f'`--recipe {name}` itself'); continue
+        rows.append([f'{way} `{name}`', f'none: `--recipe {name}`', f'`--recipe {name}`', f"{base.n} ({_seeds(base)})",
+                     f'**{mean_sd(base.final)}**', '', mean_sd(base.tta), mean_sd(base.train)])
+        near = [g for g in at if len(_diff(g.s, RECIPES[name])) == 1]
+        for k in levers:
+            want = _one_change(name, k, _RECIPES[other][k])
+            if not any(not _diff(g.s, want) for g in near):
+                missing.append(f"{way} `{name}`: {_WORDS[k](want[k])} (`{command(dict(want, recipe=name))}`)")
+        for g in sorted(near, key=lambda g: list(_diff(g.s, RECIPES[name]))):
+            rows.append([f'{way} `{name}`', changes(g.s, RECIPES[name]), f'`{command(g.s)}`', f'{g.n} ({_seeds(g)})',
+                         f'**{mean_sd(g.final)}**', pts(g.final.mean() - base.final.mean()), mean_sd(g.tta), mean_sd(g.train)])
+            if g.n < 2: short.append(f'{way} `{name}`: {changes(g.s, RECIPES[name])} ({g.n} run)')
+    head = ['direction', 'change', 'flags', 'runs (seeds)', 'final test accuracy', 'vs the recipe, points', 'with flip TTA', 'final train accuracy']
+    say = lambda xs: '; '.join(xs) if xs else 'none'
+    return f"""## Ablation: one change at a time
+
+Every test-set group on the Net's current layout ({v}) that differs from `--recipe seed` (the faithful recipe) or
+`--recipe improved` in exactly one setting, against that recipe's own runs. The settings in which the two recipes
+differ ({', '.join(f'`--{k.replace("_", "-")}`' for k in levers)}) should each appear moved alone both ways, at two or more seeds a row.
+
+{_table(head, rows) if rows else 'No run of either recipe on this layout is committed yet.'}
+
+Not run yet: {say(missing)}. Rows with fewer than two runs: {say(short)}.
+"""
+
 def report(runs=None, seed=..., search=None):
     "The text of results/README.md (`seed` None: without the seed's table); `search`: the `--valid holdout` runs."
     runs = load_runs() if runs is None else runs; seed = seed_table() if seed is ... else seed
@@ -466,6 +505,7 @@ two or more runs.
 
 {_beyond_prose(gs, ref, seed)}
 {_chosen(gs, ref)}
+{ablation_section(gs)}
 {search_section(search, gs)}"""
 
 def derived_blocks():
