@@ -32,6 +32,7 @@ bench: $(VENV)/.installed
 	$(PY) -m bench.speed $(if $(DATA),--data $(DATA)) --out bench/results/speed_cpu.json
 	$(PY) -m bench.compute --out bench/results/compute_cpu.json
 	$(PY) -m bench.memory --out bench/results/memory_cpu.json
+	$(PY) -m bench.syncs $(if $(DATA),--data $(DATA)) --out bench/results/syncs_cpu.json
 	$(PY) -m bench.epoch $(if $(DATA),--data $(DATA))
 	$(PY) -m bench.precision $(if $(DATA),--data $(DATA))
 

@@ -24,6 +24,8 @@ run() {  # name, then train flags
 if [ "${PHASE:-1}" = 1 ]; then
   # the albumentations path's worker throughput (each worker one OpenCV thread since 2026-11-30; 8,400 images/s seen before)
   python3 -m bench.augment --n 50000 --rounds 2 --workers 15 --out $R/augment_15workers.json > $R/augment_15workers.txt 2>&1
+  # host syncs left in a training batch (torch's sync debug mode), by where they are made
+  python3 -m bench.syncs --data .gpu/cifar10.tgz --out $R/syncs_gpu.json > $R/syncs_gpu.txt 2>&1
   LIMIT=280 WORKERS=15 run seed-batch-seed1 --recipe seed --aug batch --random-seed 1
   LIMIT=280 WORKERS=15 run seed-seed1 --recipe seed --random-seed 1
 else

@@ -7,19 +7,39 @@ from fastai.callback.core import Callback
 from fastai.interpret import ClassificationInterpretation
 from fastai.learner import SkipToEpoch
 from fastai.torch_core import rank_distrib
-from fastai.learner import Recorder
+from fastai.learner import Recorder, AvgSmoothLoss
 from .files import atomic_write
 from .memory import release_freed_memory
 from .model import bare_model
 from .distributed import all_ranks, gather, sum_ranks, unwrap_dl
 
-__all__ = ['NonFiniteLoss', 'CPUAutocast', 'ReleaseFreedMemory', 'WeightEMA', 'History', 'Checkpoint', 'RunArtefacts', 'shift_image',
+__all__ = ['NonFiniteLoss', 'DeviceSmoothLoss', 'SmoothLossOnDevice', 'CPUAutocast', 'ReleaseFreedMemory', 'WeightEMA', 'History', 'Checkpoint', 'RunArtefacts', 'shift_image',
            'rng_state', 'set_rng_state', 'plot_curves', 'HISTORY_COLS']
 
 HISTORY_COLS = ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy', 'seconds')
 
 class NonFiniteLoss(RuntimeError):
     "The run diverged: a loss or the final weights became NaN or infinite."
+
+class DeviceSmoothLoss(AvgSmoothLoss):
+    "fastai's smoothed training loss (the Recorder's and the progress bar's), kept on the loss's device."
+    # fastai's own copies every batch's loss to the host (`to_detach`), which on a GPU waits for the step to finish:
+    # one host sync a batch. The same exponential average, on the device, lets the loop queue the next batch; the
+    # Recorder reads it to the host once an epoch.
+    def accumulate(self, learn):
+        loss = learn.loss.detach().mean().float()
+        self.count += 1
+        self.val = torch.lerp(loss, self.val.to(loss.device), self.beta)
+
+class SmoothLossOnDevice(Callback):
+    "The Recorder's smoothed training loss as `DeviceSmoothLoss`; its per-batch record copied to the host once an epoch."
+    order = Recorder.order - 1  # before the Recorder resets the smooth loss in `before_fit`
+    def before_fit(self):
+        sl = self.recorder.smooth_loss
+        if not isinstance(sl, DeviceSmoothLoss): self.recorder.smooth_loss = DeviceSmoothLoss(sl.beta)
+    def after_epoch(self):  # host values for `recorder.plot_loss` and the like (matplotlib cannot read CUDA tensors)
+        self.recorder.losses = [l.cpu() if isinstance(l, torch.Tensor) else l for l in self.recorder.losses]
+    after_fit = after_epoch  # also after a cancelled fit (`lr_find`)
 
 class CPUAutocast(Callback):
     "bf16 autocast on the CPU (fastai's `MixedPrecision` is CUDA-only); no grad scaler is needed for bf16."

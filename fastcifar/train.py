@@ -22,7 +22,7 @@ from .sources import DataError
 from .recipe import SCHEDULE, SETTINGS, RECIPES, RecipeError, recipe_of, resolve, parser, rerun_command
 from .files import RunFolder, RunFolderError, no_space
 from .export import ModelError, export
-from .callbacks import CPUAutocast, History, Checkpoint, RunArtefacts, NonFiniteLoss, ReleaseFreedMemory, WeightEMA, set_rng_state
+from .callbacks import CPUAutocast, SmoothLossOnDevice, History, Checkpoint, RunArtefacts, NonFiniteLoss, ReleaseFreedMemory, WeightEMA, set_rng_state
 from .memory import reuse_freed_memory
 from .distributed import world_size, setup, rank0_first, from_rank0, data_parallel
 
@@ -89,6 +89,7 @@ def seed_learner(dls, model=None, wd=1e-4, precision='auto', path='.', channels_
     split = isinstance(wd_groups(model, wd_bn_bias)[0], list)
     learn = Learner(dls, model, loss_func=loss, metrics=accuracy, opt_func=partial(seed_opt, nesterov=nesterov),
                     splitter=partial(wd_groups, wd_bn_bias=wd_bn_bias), wd=[wd, 0.] if split else wd, path=path, model_dir='.')
+    learn.add_cb(SmoothLossOnDevice())  # no host sync a batch on a GPU for fastai's smoothed loss
     prec = pick_precision(precision, dls.device)
     cuda = torch.device(dls.device or 'cpu').type == 'cuda'
     if not cuda: reuse_freed_memory(); learn.add_cb(ReleaseFreedMemory())

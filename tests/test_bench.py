@@ -57,3 +57,16 @@ def test_epoch_timer_counts_every_callback_inside_the_batch(tiny_tgz, tmp_path):
     (plain, n), (slow, _) = timed(), timed(Slow())
     assert slow.step >= 0.2*n and slow.data + slow.step <= slow.train_s
     assert slow.data < plain.data + 0.1*n  # the 0.2 s a batch is not counted as waiting for data (before: all of it)
+
+def test_syncs_bench_lists_the_host_reads_of_a_training_batch(tiny_tgz, tmp_path):
+    "bench.syncs on the CPU: the reads of a faithful epoch's training batches, by where they are made, none of them fastai's loss."
+    import subprocess, sys
+    out = tmp_path/'syncs.json'
+    r = subprocess.run([sys.executable, '-m', 'bench.syncs', '--data', str(tiny_tgz), '--frac', '1', '--out', str(out)],
+                       capture_output=True, text=True, cwd=BENCH.parent)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert res['batches'] == 2 and res['how'] == 'host-read calls (CPU)'  # 200 images at bs 128, the last batch partial
+    assert set(res['per_site']) == {'__int__ at model.py:positions', '__bool__ at schedule.py:_inner', 'item at schedule.py:_inner'}
+    assert res['per_site']['__int__ at model.py:positions'] == 8*2  # one draw per Dropout layer (8) a batch
+    assert f"{8:8.2f} a batch  __int__ at model.py:positions" in r.stdout

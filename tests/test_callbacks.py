@@ -1,5 +1,6 @@
 "The run's callbacks on a tiny Learner: history rows, NaN stops, checkpoints that load as plain data, results."
 import csv, json, numpy as np, pytest, torch
+from collections import Counter
 from fastai.learner import Learner
 from fastai.losses import CrossEntropyLossFlat
 from fastai.metrics import accuracy
@@ -114,3 +115,37 @@ def test_shift_image_is_a_reflect_101_translation():
     assert torch.equal(s[..., 0, 1:], x[..., 1, :-1]) and torch.equal(s[..., 1:, 0], x[..., :-1, 1])
     cl = x.contiguous(memory_format=torch.channels_last)
     assert torch.equal(shift_image(cl, -1), shift_image(x, -1))
+
+class _DeviceOnly(torch.Tensor):
+    "A tensor that fails if anything reads it back to the host (as a CUDA tensor would make the host wait)."
+    @classmethod
+    def __torch_function__(cls, func, types, args=(), kwargs=None):
+        if getattr(func, '__name__', '') in HOST_READS: raise AssertionError(f'host read: {func.__name__}')
+        return super().__torch_function__(func, types, args, kwargs or {})
+
+from bench.syncs import HOST_READS
+
+def test_device_smooth_loss_is_fastais_average_without_a_host_read():
+    from types import SimpleNamespace as NS
+    from fastai.learner import AvgSmoothLoss
+    from fastcifar.callbacks import DeviceSmoothLoss
+    ours, theirs = DeviceSmoothLoss(), AvgSmoothLoss()
+    for x in (2.3, 1.9, 1.7, 2.0, 1.2):
+        ours.accumulate(NS(loss=torch.tensor([x, x + 0.2]).as_subclass(_DeviceOnly)))  # a read-back would raise
+        theirs.accumulate(NS(loss=torch.tensor([x, x + 0.2])))
+        v = ours.value
+        assert isinstance(v, _DeviceOnly) and torch.allclose(v.as_subclass(torch.Tensor), theirs.value)
+
+def test_the_training_batches_read_nothing_back_from_the_device(tiny_tgz, tmp_path):
+    "Every host read in a training batch of fastcifar's Learner, counted where it is made (bench.syncs): none of the model's or loss's tensors."
+    from bench.syncs import host_reads
+    from fastcifar.train import seed_learner
+    learn = seed_learner(cifar_dls(tiny_tgz, bs=32, seed=0, executor='batch'), path=tmp_path)
+    learn.add_cb(History())
+    seen = host_reads(learn, epochs=2)
+    assert len(learn.recorder.losses) == 2*len(learn.dls.train) and learn.recorder.losses[-1].device.type == 'cpu'
+    # What remains is host data by construction: fastai's ParamScheduler evaluates its schedule on Python floats,
+    # fastcifar's CPU Dropout draws from the CPU generator, and History checks the loss once every 25 batches.
+    assert {s for _, s in seen} == {'schedule.py:_inner', 'model.py:positions', 'callbacks.py:_check'}, Counter(seen)
+    assert sum(s == 'callbacks.py:_check' for _, s in seen) == 2  # batch 0 of each epoch (7 batches an epoch)
+    assert not any(w == 'cpu' for w, _ in seen)  # fastai's own smoothed loss made one .cpu() a batch
