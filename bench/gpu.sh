@@ -20,8 +20,14 @@ run() {  # name, then train flags
 # epoch each, so only 16-20 of 30 epochs in 500 s (they were finished on the CPU with --resume). Hence: the timed runs
 # alone (the speed targets: 30 faithful epochs with --aug batch, and with the default albumentations path), then
 # more seeds 3 at a time (their times are not comparable).
-# One device call is at most 600 s: PHASE=1 (default) the two timed runs, PHASE=2 the 3+3 others.
-if [ "${PHASE:-1}" = 1 ]; then
+# One device call is at most 600 s: PHASE=1 (default) the two timed runs, PHASE=2 the 3+3 others, PHASE=3 the
+# validation-split search (#19's levers on `--recipe improved`, one change a run, 3 at a time; the test set unseen).
+if [ "${PHASE:-1}" = 3 ]; then
+  h="--recipe improved --aug batch --valid holdout --random-seed 42"
+  run holdout-ema0.999 $h --ema 0.999 & run holdout-bs64-lr0.025 $h --bs 64 --lr 0.025 & run holdout-lr0.1 $h --lr 0.1 &
+  wait
+  run holdout-ls0.2 $h --label-smoothing 0.2 & run holdout-nowdbn $h --no-wd-bn-bias & run holdout-nesterov $h --nesterov &
+elif [ "${PHASE:-1}" = 1 ]; then
   # the albumentations path's worker throughput (each worker one OpenCV thread since 2026-11-30; 8,400 images/s seen before)
   python3 -m bench.augment --n 50000 --rounds 2 --workers 15 --out $R/augment_15workers.json > $R/augment_15workers.txt 2>&1
   # host syncs left in a training batch (torch's sync debug mode), by where they are made

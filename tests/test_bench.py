@@ -70,3 +70,18 @@ def test_syncs_bench_lists_the_host_reads_of_a_training_batch(tiny_tgz, tmp_path
     assert set(res['per_site']) == {'__int__ at model.py:positions', '__bool__ at schedule.py:_inner', 'item at schedule.py:_inner'}
     assert res['per_site']['__int__ at model.py:positions'] == 8*2  # one draw per Dropout layer (8) a batch
     assert f"{8:8.2f} a batch  __int__ at model.py:positions" in r.stdout
+
+def test_gpu_script_parses_and_every_run_has_valid_flags():
+    "bench/gpu.sh: valid bash, and each training run it starts takes flags `python -m fastcifar.train` accepts (checked settings)."
+    import re, shlex, subprocess
+    from fastcifar.recipe import parser, resolve
+    script = (BENCH/'gpu.sh').read_text()
+    assert subprocess.run(['bash', '-n', str(BENCH/'gpu.sh')]).returncode == 0
+    h = re.search(r'^\s*h="([^"]*)"', script, re.M)[1]
+    runs = [m[1] for line in script.splitlines() if not line.lstrip().startswith('#') for seg in line.split('&')
+            if (m := re.match(r'^(?:for .*; do )?((\w+=\S+ )*run \S.*)', seg.strip()))]
+    assert len(runs) == 12, runs  # phase 1: 2, phase 2: 4 (two in a loop over seeds), phase 3: 6
+    for r in runs:
+        words = shlex.split(re.sub(r'^(\w+=\S+ )*run ', '', r).replace('$h', h).replace('$s', '1'))
+        args = vars(parser().parse_args(words[1:]))
+        resolve(**{k: v for k, v in args.items() if v is not None})  # raises on a bad setting
