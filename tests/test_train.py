@@ -219,7 +219,8 @@ def test_nan_loss_stops_with_a_clear_message(tiny_tgz, tmp_path):
 
 def _weights(out): return torch.load(out/'checkpoint.pth', weights_only=True)['model']
 
-@pytest.mark.parametrize('extra', [(), ('--aug', 'batch'), ('--ema', '0.9')], ids=['albumentations', 'batch', 'ema'])
+@pytest.mark.parametrize('extra', [(), ('--aug', 'batch'), ('--warmup', '0.5', '--no-wd-bn-bias', '--ema', '0.9')],
+                         ids=['albumentations', 'batch', 'ema-two-param-groups-warmup'])
 def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path, extra):
     args = ('--data', tiny_tgz, '--epochs', 4, '--bs', 16) + extra
     full = tmp_path/'full'
@@ -249,7 +250,7 @@ def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path, extra):
     assert res['resumed'] is True and len(res['commit']) >= 40
     a, b = _weights(full), _weights(cut)
     for k in a: assert torch.equal(a[k], b[k]), k
-    if extra[:1] == ('--ema',):  # the weights' average resumes too: the same average, validated and exported
+    if '--ema' in extra:  # the weights' average resumes too: the same average, validated and exported
         ea, eb = (torch.load(o/'checkpoint.pth', weights_only=True)['ema'] for o in (full, cut))
         assert ea['n'] == eb['n'] == 4*math.ceil(200/16)  # every step of the 4 epochs (200 training images)
         for k in ea['weights']: assert torch.equal(ea['weights'][k], eb['weights'][k]), k
