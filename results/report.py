@@ -36,7 +36,11 @@ def _resolved(r):
     "A recipe's settings with `cutout` None (the augmentation's own) made the side of its one square hole, if it has one."
     return dict(r, cutout=_own_hole(r['aug_spec']) if r['cutout'] is None else r['cutout'])
 
-RECIPES = {k: dict(_resolved(v), **SCHEDULE) for k, v in _RECIPES.items()}  # what each recipe sets (fastcifar.recipe), at the default schedule
+def _as_run(r):
+    "Recipe settings `r` as a run records them: its own cutout resolved, at the default schedule."
+    return dict(_resolved(r), **SCHEDULE)
+
+RECIPES = {k: _as_run(v) for k, v in _RECIPES.items()}  # what each recipe sets (fastcifar.recipe)
 SEED_RECIPE, README_RECIPE, IMPROVED = RECIPES['seed'], RECIPES['seed-readme'], RECIPES['improved']
 _WORDS = dict(wd=lambda v: f'wd {_sci(v)}', label_smoothing=lambda v: f'label smoothing {v:g}',
               dropout=lambda v: f'dropout {v:g}', nesterov=lambda v: 'Nesterov momentum' if v else 'no Nesterov momentum',
@@ -427,7 +431,7 @@ run-to-run SDs of the recipe (all its runs) is what seeds alone give.
 
 def _one_change(name, k, v):
     "Recipe `name` with setting `k` at `v`, resolved as a run records it (a cutout of None: the augmentation's own holes)."
-    return dict(_resolved(dict(_RECIPES[name], **{k: v})), **SCHEDULE)
+    return _as_run(dict(_RECIPES[name], **{k: v}))
 
 def ablation_section(gs, version=None):
     "One change at a time from the faithful recipe and back from the improved one, each on the Net's current layout."
