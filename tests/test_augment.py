@@ -3,7 +3,7 @@ from torch import nn
 import torch.nn.functional as F
 from albumentations.augmentations.geometric import functional as fg
 from fastai.vision.all import IntToFloatTensor, Normalize, TensorImage, TensorCategory
-from fastcifar.augment import BatchAug, batch_augs, draw_params, affine_theta, warp, apply_params
+from fastcifar.augment import BatchAug, batch_augs, draw_params, affine_theta, affine_grid, warp, apply_params
 from fastcifar.data import AUGS, MEAN_FILL, AlbumentationsTransform, aug_spec, albumentations_pipeline, cifar_dls
 from fastcifar.synthetic import synthetic_arrays
 
@@ -38,6 +38,15 @@ def test_affine_is_albumentations_warp(aug):
         # cv2 on floats: the same sampling (measured max 0.001/255); on uint8 it rounds, so up to half a level (mean ~0.21)
         assert d32.max() < 0.01 and d8.max() <= 0.501 and d8.mean() < 0.25, (d32.max(), d8.max(), d8.mean())
         assert not torch.equal(out, _float(imgs))
+
+@pytest.mark.parametrize('dtype', [torch.float32, torch.float64])
+def test_affine_grid_is_torchs_bit_for_bit(dtype):
+    spec = aug_spec('readme')
+    p = draw_params(spec, 64, gen=torch.Generator().manual_seed(3))
+    th = affine_theta(*(p[k] for k in ('tx', 'ty', 'sx', 'sy', 'rot'))).to(dtype)
+    for h, w in ((32, 32), (24, 40)):
+        out = affine_grid(th, h, w)
+        assert out.dtype == dtype and torch.equal(out, F.affine_grid(th, (64, 3, h, w), align_corners=True))
 
 def test_warp_borders_are_cv2s():
     x = _float(_images())
@@ -102,6 +111,7 @@ def test_hole_is_exactly_h_by_w_of_the_fill(aug, cut):
         ys, xs = hole.nonzero().T
         assert hole.sum() == side*side and ys.max() - ys.min() == xs.max() - xs.min() == side - 1
         assert (o[:, ~hole] == 0.3).all()
+    assert (x == 0.3).all()  # the input batch untouched: the hole is filled in place in the output only
     assert MEAN_FILL == (125, 123, 114)
 
 def _batch(n=32): return TensorImage(_float(synthetic_arrays(4, 1)[0][:n]))
