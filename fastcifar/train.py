@@ -123,7 +123,8 @@ def cpu_name():
 
 def _device_name(dev):
     if torch.device(dev).type == 'cuda': return torch.cuda.get_device_name(torch.device(dev))
-    return f'CPU: {cpu_name()}, {torch.get_num_threads()} threads'
+    n = torch.get_num_threads()
+    return f"CPU: {cpu_name()}, {n} thread{'s' if n > 1 else ''}"
 
 def _workers(workers, device):
     "DataLoader workers: 0 on the CPU (workers compete with the training threads for 2 cores), else up to 8."

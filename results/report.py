@@ -87,10 +87,11 @@ def settings(res):
 
 def machine(name, res, run_md, short=False):
     "Where the run's epochs ran: its folder's prefix (cpu-, gpu-, hybrid-), results.json's device, RUN.md's account."
-    if not name.startswith('hybrid-'): return res['device']
+    dev = re.sub(r'\b1 threads$', '1 thread', res['device'])  # as runs before 2026-12-01 wrote one thread
+    if not name.startswith('hybrid-'): return dev
     m = re.search(r'epochs (\d+)-(\d+) on a lent (NVIDIA \w+)', run_md)
-    if m is None: return f"a GPU, then {res['device']}"
-    return f"{m[3]}, then {res['device']}" if short else f"{m[3]} (epochs {m[1]}-{m[2]}, shared), then {res['device']}"
+    if m is None: return f"a GPU, then {dev}"
+    return f"{m[3]}, then {dev}" if short else f"{m[3]} (epochs {m[1]}-{m[2]}, shared), then {dev}"
 
 def load_run(path):
     "One run folder as a namespace: results, history, settings, where and when it ran."

@@ -209,3 +209,12 @@ def test_the_default_recipe_is_the_closer_reconstruction():
     assert n_a >= 1 and n_b >= 1
     assert mad(te_a, 'test_accuracy') < mad(te_b, 'test_accuracy') and mad(tr_a, 'train_accuracy') < mad(tr_b, 'train_accuracy')
     assert f"{mad(te_a, 'test_accuracy'):.2f} points of test accuracy and {mad(tr_a, 'train_accuracy'):.2f} of train" in ' '.join(README.split())
+
+def test_machine_says_one_thread_in_the_singular(report):
+    "Runs before 2026-12-01 recorded 'CPU: ..., 1 threads': the report writes one thread as new runs do; two stay plural."
+    assert report.machine('cpu-x', {'device': 'CPU: AMD EPYC, 1 threads'}, '') == 'CPU: AMD EPYC, 1 thread'
+    assert report.machine('cpu-x', {'device': 'CPU: AMD EPYC, 2 threads'}, '') == 'CPU: AMD EPYC, 2 threads'
+    assert report.machine('cpu-x', {'device': 'CPU: AMD EPYC, 11 threads'}, '') == 'CPU: AMD EPYC, 11 threads'
+    run_md = 'epochs 1-17 on a lent NVIDIA H200'
+    assert report.machine('hybrid-x', {'device': 'CPU: AMD EPYC, 1 threads'}, run_md, short=True) == 'NVIDIA H200, then CPU: AMD EPYC, 1 thread'
+    assert '1 threads' not in REPORT

@@ -418,3 +418,11 @@ def test_a_model_callable_with_arguments_trains_and_exports(tiny_tgz, tmp_path):
     with pytest.raises(Exception, match='outside the fastcifar package'): load_model(tmp_path/'r')
     p = load_model(tmp_path/'r', allow_module=True).probs(x)
     assert p.shape == (4, 10) and torch.allclose(p.sum(1), torch.ones(4), atol=1e-5)
+
+def test_device_name_counts_threads():
+    from fastcifar.train import _device_name, cpu_name
+    n = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1); assert _device_name('cpu') == f'CPU: {cpu_name()}, 1 thread'
+        torch.set_num_threads(2); assert _device_name('cpu') == f'CPU: {cpu_name()}, 2 threads'
+    finally: torch.set_num_threads(n)
