@@ -21,22 +21,26 @@ def _row(name, r):
     def epoch(e):
         if e not in ep: return 'not timed'
         x = ep[e]
-        return f"{x['train_s']:.1f} s: data wait {x['data_wait_s']:.1f} s ({x['data_wait_s']/x['train_s']:.1%}), in batches {x['in_batch_s']:.1f} s"
+        first = f" (first epoch, compiling: {x['first_epoch_s']:.1f} s)" if 'first_epoch_s' in x else ''
+        return f"{x['train_s']:.1f} s: data wait {x['data_wait_s']:.1f} s ({x['data_wait_s']/x['train_s']:.1%}), in batches {x['in_batch_s']:.1f} s{first}"
     s, f = r['step_ms'], r['step_fraction_of_peak']
+    comp = f"{s['faithful, compiled']:.1f} ({f['faithful, compiled']:.0%})" if 'faithful, compiled' in s else 'not timed'
     c = r.get('commit')
     code = f"{c[:7] + '+dirty' * c.endswith('+dirty') if c else 'not recorded'}, torch {r.get('torch', '?')}"
     return [f"[{name}](results/{name})", f"{r['cpu']}, {r['threads']} threads; {r['date']}", code, f"{r['matmul_peak_gflops']:.0f}",
-            f"{s['faithful']:.1f} ({f['faithful']:.0%})", f"{s['no dropout']:.1f} ({f['no dropout']:.0%})",
+            f"{s['faithful']:.1f} ({f['faithful']:.0%})", f"{s['no dropout']:.1f} ({f['no dropout']:.0%})", comp,
             f"**{r['faithful_over_no_dropout']:.2f}x**", f"{r['data_images_per_s']['albumentations']:,.0f}",
-            f"{r['data_images_per_s']['batch']:,.0f}", f"{r['loop_overhead_us']:.0f}", epoch('albumentations'), epoch('batch')]
+            f"{r['data_images_per_s']['batch']:,.0f}", f"{r['loop_overhead_us']:.0f}", epoch('albumentations'), epoch('batch'),
+            epoch('batch, compiled')]
 
 def speed_table(runs=None):
     "The Markdown table of every recorded bench.speed run."
     runs = speed_runs() if runs is None else runs
     if not runs: return '*No `python -m bench.speed` output is recorded in bench/results/ yet.*'
     head = ['output', 'machine; date', 'code (commit, torch)', 'bf16 matmul peak, GFLOP/s', 'faithful step, ms (of peak)', 'step without dropout, ms (of peak)',
+            'faithful step compiled, ms (of peak)',
             'faithful / without', 'data alone, albumentations, images/s', 'data alone, batch, images/s', 'loop overhead, us a batch',
-            'real epoch, albumentations', 'real epoch, batch']
+            'real epoch, albumentations', 'real epoch, batch', 'real epoch, batch, compiled (`--compile`)']
     return '\n'.join(['| ' + ' | '.join(head) + ' |', '|' + '---|'*len(head)] + ['| ' + ' | '.join(_row(n, r)) + ' |' for n, r in runs])
 
 def sync_readme(text, runs=None):

@@ -2,7 +2,8 @@
 
 The bf16 matmul peak; the faithful step (fastcifar's Dropout) and the step without dropout, each as a fraction of
 that peak; the data path alone for both augmentation executors (images/s); the training loop's own overhead a batch
-(a near-free model); and a real epoch for each executor split into data wait, step and loop overhead.
+(a near-free model); and a real epoch for each executor split into data wait, step and loop overhead. `--compiled`
+(the default) adds the faithful step and a real `--aug batch` epoch with the Net under torch.compile (`--compile`).
 """
 import json, time, torch
 from torch import nn
@@ -37,23 +38,32 @@ def loop_overhead(dls, batches=100):
     with learn.no_bar(), learn.no_logging(): learn.fit(1, 1e-3, cbs=tm.pair)
     return 1e6*tm.step/len(dls.train)
 
-def real_epoch(dls, prec):
-    "One real epoch of the seed's Learner: wall, data wait and in-batch seconds."
-    learn = seed_learner(dls, precision=prec)
+def real_epoch(dls, prec, compile=False):
+    "One real epoch of the seed's Learner (its model compiled if `compile`): wall, data wait and in-batch seconds."
+    learn = seed_learner(dls, precision=prec, compile=compile)
+    first = None
+    if compile:  # the first epoch compiles (full and partial batches, training and validation): timed apart
+        t = time.perf_counter()
+        with learn.no_bar(), learn.no_logging(): fit_seed_cycle(learn, 1)
+        first = time.perf_counter() - t
     tm = EpochTimer()
     with learn.no_bar(), learn.no_logging(): fit_seed_cycle(learn, 1, cbs=tm.pair)
-    return dict(train_s=tm.train_s, test_s=tm.valid_s, data_wait_s=tm.data, in_batch_s=tm.step, steps=len(dls.train))
+    res = dict(train_s=tm.train_s, test_s=tm.valid_s, data_wait_s=tm.data, in_batch_s=tm.step, steps=len(dls.train))
+    return res if first is None else dict(res, first_epoch_s=first)
 
 @call_parse
 def main(data:str='../shared/data/cifar10.tgz', # CIFAR-10 source
          steps:int=20,             # timed training steps per configuration
          epochs:bool=True,         # time a real epoch per executor, about 2-3 minutes each on 2 cores (--no-epochs: skip)
+         compiled:bool=True,       # also the faithful step and a batch-executor epoch under torch.compile (--no-compiled: skip)
          out:str=None):            # JSON file to write the figures to
     "Print (and save) the training path's speed figures on this machine, all measured in this one run."
     prec = pick_precision('auto', 'cpu')
     peak = matmul_peak()
     flops = step_flops()
-    steps_s = {name: summarise(step_times('cpu', prec, True, steps=steps, model=Net(p)))['median'] for name, p in (('faithful', 0.05), ('no dropout', 0.))}
+    nets = {'faithful': Net(0.05), 'no dropout': Net(0.)}
+    if compiled: nets['faithful, compiled'] = Net(0.05); nets['faithful, compiled'].compile()  # compiled in its warm-up steps
+    steps_s = {name: summarise(step_times('cpu', prec, True, steps=steps, model=m))['median'] for name, m in nets.items()}
     dls = {e: cifar_dls(data, bs=128, seed=42, executor=e) for e in ('albumentations', 'batch')}
     pipe = {e: data_epoch(d) for e, d in dls.items()}
     res = dict(date=time.strftime('%Y-%m-%d %H:%M'), cpu=cpu_name(), threads=torch.get_num_threads(), torch=torch.__version__, commit=_commit(),
@@ -61,14 +71,17 @@ def main(data:str='../shared/data/cifar10.tgz', # CIFAR-10 source
                step_ms={k: 1e3*v for k, v in steps_s.items()}, step_fraction_of_peak={k: flops/v/1e9/peak for k, v in steps_s.items()},
                faithful_over_no_dropout=steps_s['faithful']/steps_s['no dropout'],
                data_images_per_s={e: n/s for e, (n, s) in pipe.items()}, loop_overhead_us=loop_overhead(dls['batch']))
-    if epochs: res['epoch'] = {e: real_epoch(d, prec) for e, d in dls.items()}
+    if epochs:
+        res['epoch'] = {e: real_epoch(d, prec) for e, d in dls.items()}
+        if compiled: res['epoch']['batch, compiled'] = real_epoch(dls['batch'], prec, compile=True)
     print(f"{res['date']}  {res['cpu']}, {res['threads']} threads, torch {res['torch']}, {prec}")
     print(f"matmul peak ({prec}, 2048x2048): {peak:.0f} GFLOP/s; one training step of 128: {flops/1e9:.1f} GFLOP")
-    for k, v in steps_s.items(): print(f"step, {k:10}: {1e3*v:6.1f} ms = {res['step_fraction_of_peak'][k]:.0%} of the peak")
+    for k, v in steps_s.items(): print(f"step, {k:18}: {1e3*v:6.1f} ms = {res['step_fraction_of_peak'][k]:.0%} of the peak")
     print(f"faithful / no dropout: {res['faithful_over_no_dropout']:.2f}x")
     for e, v in res['data_images_per_s'].items(): print(f"data path alone, {e:14}: {v:7.0f} images/s")
     print(f"training loop overhead (near-free model): {res['loop_overhead_us']:.0f} us a batch")
     for e, r in res.get('epoch', {}).items():
         print(f"real epoch, {e:14}: train {r['train_s']:.1f} s (data wait {r['data_wait_s']:.1f} s = {r['data_wait_s']/r['train_s']:.1%}, "
-              f"in batches {r['in_batch_s']:.1f} s, {r['steps']} steps), test {r['test_s']:.1f} s")
+              f"in batches {r['in_batch_s']:.1f} s, {r['steps']} steps), test {r['test_s']:.1f} s"
+              + (f"; its first epoch, compiling, {r['first_epoch_s']:.1f} s all included" if 'first_epoch_s' in r else ''))
     if out: open(out, 'w').write(json.dumps(res, indent=2) + '\n')

@@ -75,7 +75,11 @@ class Dropout(nn.Dropout):
     # The stream is seeded from torch's generator, so `set_seed` and checkpoints (torch's RNG state) still fix it.
     def forward(self, x):
         if not (self.training and 0 < self.p < 1 and x.device.type == 'cpu') or self.inplace: return super().forward(x)
-        return _DropAt.apply(x, torch.from_numpy(self.positions(x.numel())), 1/(1 - self.p))
+        return self._drop(x)
+    # Under torch.compile: numpy's generator cannot be traced, and tracing into it specialises on each drawn seed (a
+    # recompile a step until dynamo's limit); so the CPU draw and fill run eagerly, a clean graph break each.
+    @torch.compiler.disable
+    def _drop(self, x): return _DropAt.apply(x, torch.from_numpy(self.positions(x.numel())), 1/(1 - self.p))
     def positions(self, n):
         "Sorted int64 positions in [0, n) of the dropped elements: each element dropped independently with probability p."
         rng = np.random.Generator(np.random.PCG64(int(torch.randint(2**62, (), dtype=torch.int64))))

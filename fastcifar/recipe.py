@@ -58,6 +58,7 @@ SETTINGS = (
     Setting('frac', float, 1.0, 'fraction of each split to use, the same for every class (seeded), for quick runs', lambda v: 0 < v <= 1, 'above 0 and at most 1'),
     Setting('random_seed', int, 42, 'random seed of weights, order and augmentation'),
     Setting('precision', str, 'auto', 'auto, fp32, bf16 or fp16 (auto: bf16 where supported)', lambda v: v in ('auto', 'fp32', 'bf16', 'fp16'), 'auto, fp32, bf16 or fp16'),
+    Setting('compile', bool, False, "compile the model with torch.compile (inductor's default mode): the same layers and dropout law, fused kernels; the first batches of training and of validation compile (about a minute on 2 cores; may change on --resume)", machine=True),
     Setting('model', str, None, 'module or module:callable giving an nn.Module (default: the seed\'s Net)'),
     Setting('workers', int, None, 'DataLoader worker processes (default: 0 on the CPU, up to 8 with a GPU)', _nonneg, '0 or more', machine=True),
     Setting('resume', bool, False, 'continue the interrupted run in --out from its last checkpoint', machine=True),

@@ -82,10 +82,13 @@ def wd_groups(model, wd_bn_bias=True):
     return [rest, bn] if rest and bn else ps
 
 def seed_learner(dls, model=None, wd=1e-4, precision='auto', path='.', channels_last=True, label_smoothing=0., nesterov=False,
-                 wd_bn_bias=True):
-    "The seed's Learner: Net, cross-entropy, accuracy, torch SGD with L2 weight decay (not on BatchNorm and biases if not `wd_bn_bias`), in `precision`."
+                 wd_bn_bias=True, compile=False):
+    "The seed's Learner: Net, cross-entropy, accuracy, torch SGD with L2 weight decay (not on BatchNorm and biases if not `wd_bn_bias`), in `precision`; `compile`: the model under torch.compile."
     loss = LabelSmoothingCrossEntropyFlat(eps=label_smoothing) if label_smoothing else CrossEntropyLossFlat()
     model = model if model is not None else Net()
+    # in place (`nn.Module.compile`): the model keeps its type and state-dict keys, so checkpoints, the weights' average
+    # and the export are those of the plain model, and a run may resume with or without it. fastai has no compile option.
+    if compile: model.compile()
     split = isinstance(wd_groups(model, wd_bn_bias)[0], list)
     learn = Learner(dls, model, loss_func=loss, metrics=accuracy, opt_func=partial(seed_opt, nesterov=nesterov),
                     splitter=partial(wd_groups, wd_bn_bias=wd_bn_bias), wd=[wd, 0.] if split else wd, path=path, model_dir='.')
@@ -134,7 +137,7 @@ def _workers(workers, device):
 
 # ------------------------------------------------------------------------------------------------------ the steps
 
-_OLD = dict(recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, ema=0., wd_bn_bias=True, warmup=SCHEDULE['pct_start'], cutout=16, aug_spec='readme', aug='albumentations', valid='test', world_size=1)  # what older checkpoints lack
+_OLD = dict(compile=False, recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, ema=0., wd_bn_bias=True, warmup=SCHEDULE['pct_start'], cutout=16, aug_spec='readme', aug='albumentations', valid='test', world_size=1)  # what older checkpoints lack
 
 def _settings(kw):
     "Every setting of the run, checked: given > recipe > default."
@@ -183,7 +186,7 @@ def _run_config(cfg, ck, ws, given):
     for s in SETTINGS:
         if s.machine or s.name not in given or cfg[s.name] == run.get(s.name): continue
         raise TrainError(f"--resume: {s.flag} {cfg[s.name]} differs from the run's {run.get(s.name)}; resume without it, or start a new run")
-    for k in ('workers', 'data'):  # this machine's settings, not the recipe's
+    for k in ('workers', 'data', 'compile'):  # this machine's settings, not the recipe's
         if k in given: run[k] = cfg[k]
     if run['world_size'] != ws: raise TrainError(f"--resume: the run trained on {run['world_size']} processes; resume it on as many")
     return run
@@ -196,7 +199,8 @@ def _data(cfg, rank):
 
 def _learner(cfg, dls, out):
     return seed_learner(dls, get_model(cfg['model'], cfg['dropout']), cfg['wd'], cfg['precision'], path=out,
-                        label_smoothing=cfg['label_smoothing'], nesterov=cfg['nesterov'], wd_bn_bias=cfg['wd_bn_bias'])
+                        label_smoothing=cfg['label_smoothing'], nesterov=cfg['nesterov'], wd_bn_bias=cfg['wd_bn_bias'],
+                        compile=cfg['compile'])
 
 def _aug(dls):
     "The augmentation of the training DataLoader (its random state is checkpointed): albumentations' or `BatchAug`, or None."
@@ -208,7 +212,7 @@ def _info(cfg, learn, dls, resumed):
     info = {s.name: cfg.get(s.name) for s in SETTINGS if not s.machine}
     info.update(model=cfg['model'] or 'fastcifar.model:Net', model_version=None if cfg['model'] else MODEL_VERSION,
                 params=n_params(learn.model), world_size=cfg['world_size'], effective_bs=cfg['bs']*cfg['world_size'],
-                device=_device_name(dls.device or 'cpu'), precision=learn.precision, data=dls.source,
+                device=_device_name(dls.device or 'cpu'), precision=learn.precision, compile=cfg['compile'], data=dls.source,
                 versions=_versions(), commit=_commit(), command=cfg['command'])
     if resumed: info['resumed'] = True
     return info

@@ -215,7 +215,7 @@ def _run_table(gs):
                           pct(r.res['final_test_accuracy_flip_tta']),
                           pct(r.res['final_test_accuracy_multi_tta']) if 'final_test_accuracy_multi_tta' in r.res else 'not measured',
                           pct(r.res['final_train_accuracy']), _median_epoch(r),
-                          r.machine, r.res['precision'], r.res.get('aug', 'albumentations')] for g in gs for r in g.runs])
+                          r.machine, r.res['precision'] + (', compiled' if r.res.get('compile') else ''), r.res.get('aug', 'albumentations')] for g in gs for r in g.runs])
 
 def _epoch_table(gs, seed, search=()):
     def row(label, acc): return [label] + [pct(acc[e-1]) for e in EPOCHS]

@@ -21,6 +21,12 @@ def test_speed_table_quotes_each_run(tmp_path):
     assert '| 0123456+dirty, torch 2.14.1 |' in speed_table([('speed_cpu.json', r)])
     for cell in ('150.2 (52%)', '120.5 (65%)', '**1.25x**', '3,400', '41,001', '| 812 |', 'not timed', '60.0 s: data wait 1.2 s (2.0%)'):
         assert cell in rows[2], cell
+    assert rows[2].endswith('| not timed | 60.0 s: data wait 1.2 s (2.0%), in batches 58.0 s | not timed |')
+    r['step_ms']['faithful, compiled'], r['step_fraction_of_peak']['faithful, compiled'] = 130.04, 0.6
+    r['epoch']['batch, compiled'] = dict(train_s=50.0, data_wait_s=1.0, in_batch_s=49.0, test_s=4.0, steps=391, first_epoch_s=91.25)
+    row = speed_table([('speed_cpu.json', r)]).splitlines()[2]
+    assert '| 120.5 (65%) | 130.0 (60%) | **1.25x** |' in row
+    assert row.endswith('| 50.0 s: data wait 1.0 s (2.0%), in batches 49.0 s (first epoch, compiling: 91.2 s) |')
     assert speed_table([]).startswith('*No `python -m bench.speed` output')
 
 def test_memory_bench_times_both_settings_in_fresh_processes(tmp_path):

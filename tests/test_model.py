@@ -113,3 +113,13 @@ def test_dropout_takes_any_layout_and_its_gradient_any_layout():
         g = torch.ones_like(y).contiguous()  # contiguous whatever y's layout
         y.backward(g)
         assert torch.equal(xin.grad != 0, y != 0) and torch.allclose(xin.grad[y != 0], torch.tensor(1/0.7))
+
+def test_dropout_under_torch_compile_draws_as_eager_without_recompiling():
+    "Compiled, the CPU draw runs eagerly (a graph break): the same positions from the same seed, no recompile a step."
+    import torch._dynamo
+    d, x = Dropout(0.05).train(), torch.randn(4, 8, 16, 16)
+    torch.manual_seed(0); eager = [d(x) for _ in range(3)]
+    c = torch.compile(d, backend='eager')
+    torch.manual_seed(0)
+    with torch._dynamo.config.patch(error_on_recompile=True): comp = [c(x) for _ in range(3)]
+    assert all(torch.equal(a, b) for a, b in zip(eager, comp)) and not torch.equal(eager[0], eager[1])

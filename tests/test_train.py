@@ -426,3 +426,24 @@ def test_device_name_counts_threads():
         torch.set_num_threads(1); assert _device_name('cpu') == f'CPU: {cpu_name()}, 1 thread'
         torch.set_num_threads(2); assert _device_name('cpu') == f'CPU: {cpu_name()}, 2 threads'
     finally: torch.set_num_threads(n)
+
+def test_compile_trains_the_same_model_and_resumes_without_it(tiny_tgz, tmp_path):
+    "--compile: the Net compiled in place (same type and state-dict keys), the same training as eager within float error; its run resumes without it."
+    from fastcifar.model import Net
+    kw = dict(epochs=2, bs=32, precision='fp32', show=False)
+    eager, comp = train(tiny_tgz, tmp_path/'eager', **kw), train(tiny_tgz, tmp_path/'comp', compile=True, **kw)
+    assert type(comp.model) is Net and comp.model._compiled_call_impl is not None and eager.model._compiled_call_impl is None
+    res = json.loads((tmp_path/'comp'/'results.json').read_text())
+    assert res['compile'] is True and json.loads((tmp_path/'eager'/'results.json').read_text())['compile'] is False
+    assert '--compile' not in res['command']  # a machine setting: the rerun command is the recipe's
+    assert _weights(tmp_path/'comp').keys() == Net().state_dict().keys()  # no torch.compile wrapper's prefix
+    # the same data order and dropout positions: only the fused kernels' rounding differs
+    a, b = load_file(tmp_path/'eager'/'model.safetensors'), load_file(tmp_path/'comp'/'model.safetensors')
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], atol=1e-3, rtol=1e-3) for k in a)
+    la, lb = ([float(r['train_loss']) for r in read_history(tmp_path/d)] for d in ('eager', 'comp'))
+    assert la == pytest.approx(lb, abs=1e-3) and la[0] != la[1]
+    # killed after its last checkpoint, resumed without --compile: the compiled run's checkpoint loads into the eager Net
+    for f in ('results.json', 'model.pkl', 'confusion_matrix.png'): (tmp_path/'comp'/f).unlink()
+    again = train(None, tmp_path/'comp', resume=True, compile=False, show=False)  # as the command line without --compile
+    assert again.model._compiled_call_impl is None
+    assert json.loads((tmp_path/'comp'/'results.json').read_text())['final_test_accuracy'] == pytest.approx(res['final_test_accuracy'])
