@@ -21,8 +21,11 @@ run() {  # name, then train flags
 # alone (the speed targets: 30 faithful epochs with --aug batch, and with the default albumentations path), then
 # more seeds 3 at a time (their times are not comparable).
 # One device call is at most 600 s: PHASE=1 (default) the two timed runs, PHASE=2 the 3+3 others, PHASE=3 the
-# validation-split search (#19's levers on `--recipe improved`, one change a run, 3 at a time; the test set unseen).
-if [ "${PHASE:-1}" = 3 ]; then
+# validation-split search (#19's levers on `--recipe improved`, one change a run, 3 at a time; the test set unseen),
+# PHASE=4 the faithful batch-path run again with the Net under torch.compile (`--compile`; its first epoch compiles).
+if [ "${PHASE:-1}" = 4 ]; then
+  LIMIT=280 WORKERS=15 run seed-batch-compiled-seed1 --recipe seed --aug batch --compile --random-seed 1
+elif [ "${PHASE:-1}" = 3 ]; then
   h="--recipe improved --aug batch --valid holdout --random-seed 42"
   run holdout-ema0.999 $h --ema 0.999 & run holdout-bs64-lr0.025 $h --bs 64 --lr 0.025 & run holdout-lr0.1 $h --lr 0.1 &
   wait
