@@ -7,7 +7,7 @@ finished one, and writes `summary.json` and `summary.md` beside them: mean, samp
 import json, os, statistics, subprocess, sys, time
 from pathlib import Path
 from .files import atomic_write
-from .recipe import parser
+from .recipe import SETTINGS, parser
 
 __all__ = ['FIGURES', 'summarise', 'run_seeds', 'main']
 
@@ -44,8 +44,10 @@ def _markdown(sm):
 def _argv(settings, seed, folder):
     "The training command line of one seed's run: `settings` as flags."
     flag = lambda k: k.replace('_', '-')
+    # a switch off by default (--compile) has no --no- form; a recipe's switch (default None) has both
+    off = {s.name for s in SETTINGS if s.default is False}
     args = [f'--{flag(k)}' if v is True else f'--no-{flag(k)}' if v is False else f'--{flag(k)}={v}' for k, v in settings.items()
-            if v is not None and k not in ('out', 'random_seed', 'resume', 'overwrite')]
+            if v is not None and not (v is False and k in off) and k not in ('out', 'random_seed', 'resume', 'overwrite')]
     resume = (folder/'checkpoint.pth').is_file()
     return args + [f'--random-seed={seed}', f'--out={folder}'] + (['--resume'] if resume else [])
 

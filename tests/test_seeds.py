@@ -31,6 +31,16 @@ def test_switches_pass_through_both_ways(tmp_path):
     assert '--no-nesterov' in _argv(dict(nesterov=False), 1, tmp_path/'seed1')
     assert not any('nesterov' in a for a in _argv(dict(nesterov=None, resume=False), 1, tmp_path/'seed1'))
 
+def test_every_command_line_parses_with_and_without_compile(tmp_path):
+    "What the seeds runner's own flags become is a command line the trainer accepts: --compile has no --no- form."
+    from fastcifar.recipe import parser
+    from fastcifar.seeds import _argv
+    for given in ([], ['--compile'], ['--recipe', 'improved', '--no-nesterov', '--aug', 'batch']):
+        settings = vars(parser().parse_args(given))
+        argv = _argv(settings, 4, tmp_path/'seed4')
+        args = vars(parser().parse_args(argv))  # argparse exits on a flag it does not know
+        assert args['compile'] is ('--compile' in given) and args['random_seed'] == 4 and '--no-compile' not in argv
+
 def test_parallel_cpu_runs_share_the_cores(monkeypatch):
     "On the CPU, N runs at once get cores/N threads each (at least one); a thread count the user set is kept; GPUs untouched."
     import os
