@@ -2,12 +2,12 @@
 import cv2, os, random, numpy as np, albumentations as A
 import torch
 from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, Categorize, ItemTransform, IndexSplitter,
-                               IntToFloatTensor, Normalize, TensorImage, TensorCategory)
+                               IntToFloatTensor, Normalize, TensorImage, TensorCategory, TfmdDL, fa_collate)
 from .sources import CLASSES, DataError, load_cifar
 from .images import SIZE
 from .augment import batch_augs
 
-__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'AUGS', 'SEED_AUG', 'aug_spec', 'albumentations_pipeline', 'GetImage', 'GetLabel', 'LabelIndex', 'seed_augs', 'AlbumentationsTransform', 'HOLDOUT', 'cifar_items',
+__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'AUGS', 'SEED_AUG', 'aug_spec', 'albumentations_pipeline', 'GetImage', 'GetLabel', 'LabelIndex', 'seed_augs', 'AlbumentationsTransform', 'StackedDL', 'HOLDOUT', 'cifar_items',
            'cifar_block', 'cifar_dls']
 
 STATS = ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])  # the seed's normalisation (mean, std)
@@ -116,6 +116,31 @@ class AlbumentationsTransform(_Direct, ItemTransform):
         self.aug.set_random_state(np.random.default_rng(seed), random.Random(seed))
 
 
+class StackedDL(TfmdDL):
+    "fastai's `TfmdDL`; where no per-item transform runs on its split, a batch is one index into its items stacked once."
+    # fastai reads a batch item by item (`Datasets.__getitem__`, its type pipelines, then collation: ~15 us an item, half
+    # of the batch executor's data time and more than its augmentation). Without `after_item`/`before_batch` work on this
+    # split, a batch is just its items collated, so the items are collated once (an epoch's worth, on first iteration,
+    # kept on the dataset for every loader that shares it) and each batch indexes that. Same batches, same types, same
+    # order and random draws: the type transforms must be deterministic, as fastcifar's are (GetImage, LabelIndex).
+    def _per_item(self):
+        split = getattr(self.dataset, 'split_idx', None)
+        return [f for p in (self.after_item, self.before_batch) for f in p.fs if f.split_idx in (None, split)]
+    def stacked(self):
+        "The dataset's items collated once (None where batches are read item by item)."
+        ds = self.dataset
+        if not self.indexed or self.prebatched or ds is None or not len(ds) or self._per_item(): return None
+        if (st := ds.__dict__.get('_stacked')) is None: st = ds.__dict__['_stacked'] = fa_collate([ds[i] for i in range(len(ds))])
+        return st
+    def before_iter(self):
+        super().before_iter()
+        self.stacked()  # in the main process: DataLoader workers inherit it rather than stacking their own
+    def create_batches(self, samps):
+        if (st := self.stacked()) is None: yield from super().create_batches(samps); return
+        for b in self.chunkify(samps):
+            i = torch.as_tensor(b)
+            yield tuple(t[i] for t in st)
+
 def _subset(y, frac, split, seed=0):
     "Sorted indices of a class-balanced `frac` of labels `y`: round(frac*n) images of each class, drawn with `seed`."
     if frac >= 1: return np.arange(len(y))
@@ -159,7 +184,7 @@ def cifar_block(valid_idx, augment=True, seed=None, cutout=None, aug=SEED_AUG, e
     labels = CategoryBlock(vocab=list(CLASSES))
     labels.type_tfms = [LabelIndex(vocab=list(CLASSES))]
     images.item_tfms = labels.item_tfms = []  # both already tensors: no per-item ToTensor (type dispatch on each element)
-    return DataBlock(blocks=(images, labels),
+    return DataBlock(blocks=(images, labels), dl_type=StackedDL,
                      get_x=GetImage(), get_y=GetLabel(), splitter=IndexSplitter(valid_idx),
                      item_tfms=item, batch_tfms=batch + [Normalize.from_stats(*STATS)])
 

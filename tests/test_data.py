@@ -1,6 +1,6 @@
 import numpy as np, pytest, torch, albumentations as A
 from fastcifar.data import (STATS, MEAN_FILL, AUGS, AlbumentationsTransform, GetImage, aug_spec, albumentations_pipeline,
-                           cifar_dls, cifar_items, seed_augs)
+                           cifar_dls, cifar_items, seed_augs, StackedDL)
 from fastcifar.sources import CLASSES, DataError, load_cifar
 from fastcifar.synthetic import synthetic_arrays
 
@@ -41,6 +41,44 @@ def test_labels_encode_and_decode_as_fastai_categorize(tiny_tgz):
     dls.train.one_batch()[1].fill_(9)
     served = next(t for t in dls.train.dataset.tls[1].tfms.fs if isinstance(t, LabelIndex))
     assert served._made and [int(served(c)) for c in CLASSES] == list(range(10))
+
+class _ItemByItem(StackedDL):
+    "fastai's own reading: every batch item by item."
+    def stacked(self): return None
+
+@pytest.mark.parametrize('executor', ['batch', 'albumentations'])
+def test_stacked_batches_are_fastais_item_by_item(tiny_tgz, executor):
+    "A batch indexed from the stacked items is the batch fastai reads item by item: values, types, order, draws."
+    from fastai.vision.all import set_seed
+    def two_epochs(cls):
+        set_seed(5)
+        dls = cifar_dls(tiny_tgz, bs=16, seed=3, executor=executor, cutout=8)
+        for dl in dls.loaders: dl.__class__ = cls
+        return [list(dl) for _ in range(2) for dl in dls.loaders], [dl.stacked() is not None for dl in dls.loaders]
+    (fast, used), (ref, _) = two_epochs(StackedDL), two_epochs(_ItemByItem)
+    # the batch executor's training split and every validation split have no per-item work: stacked; the
+    # albumentations executor's training split augments each item: read item by item
+    assert used == [executor == 'batch', True]
+    assert [len(e) for e in fast] == [13, 4, 13, 4]  # 200 and 50 images in batches of 16, the last partial
+    for ef, er in zip(fast, ref):
+        for bf, br in zip(ef, er):
+            assert [type(t) for t in bf] == [type(t) for t in br] and all(torch.equal(a, b) for a, b in zip(bf, br))
+    assert not torch.equal(fast[0][0][0], fast[2][0][0])  # a second epoch reshuffles and redraws
+
+def test_stacked_batches_read_no_item_and_are_copies(tiny_tgz, monkeypatch):
+    from fastai.data.core import Datasets
+    dls = cifar_dls(tiny_tgz, bs=16, seed=0, executor='batch')
+    first = list(dls.valid)
+    def no_item(self, i): raise AssertionError('an item was read one by one')
+    monkeypatch.setattr(Datasets, '__getitem__', no_item)
+    first[0][0].fill_(0); first[0][1].fill_(9)  # a batch is a copy: changing it changes no later batch
+    again = list(dls.valid)
+    assert [len(b[0]) for b in again] == [16, 16, 16, 2] and again[0][1].tolist() == load_cifar(tiny_tgz).y_test[:16].tolist()
+    assert dls.valid.stacked() is dls.valid.new().stacked()  # a new loader on the same dataset shares the stack
+    monkeypatch.undo()
+    # DataLoader workers read the same batches from the stack made before they start
+    w = cifar_dls(tiny_tgz, bs=16, seed=0, executor='batch', workers=2)
+    assert all(torch.equal(a[0].cpu(), b[0].cpu()) and torch.equal(a[1], b[1]) for a, b in zip(list(w.valid), list(dls.valid)))
 
 def test_frac_is_the_fraction_of_every_class_seeded():
     from fastcifar.sources import Cifar
