@@ -22,9 +22,12 @@ run() {  # name, then train flags
 # more seeds 3 at a time (their times are not comparable).
 # One device call is at most 600 s: PHASE=1 (default) the two timed runs, PHASE=2 the 3+3 others, PHASE=3 the
 # validation-split search (#19's levers on `--recipe improved`, one change a run, 3 at a time; the test set unseen),
-# PHASE=4 the faithful batch-path run again with the Net under torch.compile (`--compile`; its first epoch compiles).
+# PHASE=4 the faithful batch-path run again with the Net under torch.compile (`--compile`; its first epoch compiles),
+# and once with no DataLoader worker (since data.StackedDL a batch is one index into the stacked split: workers may
+# now only add pickling between processes).
 if [ "${PHASE:-1}" = 4 ]; then
   LIMIT=280 WORKERS=15 run seed-batch-compiled-seed1 --recipe seed --aug batch --compile --random-seed 1
+  LIMIT=280 WORKERS=0 run seed-batch-0workers-seed1 --recipe seed --aug batch --random-seed 1
 elif [ "${PHASE:-1}" = 3 ]; then
   h="--recipe improved --aug batch --valid holdout --random-seed 42"
   run holdout-ema0.999 $h --ema 0.999 & run holdout-bs64-lr0.025 $h --bs 64 --lr 0.025 & run holdout-lr0.1 $h --lr 0.1 &
