@@ -23,14 +23,16 @@ def _row(name, r):
         x = ep[e]
         first = f" (first epoch, compiling: {x['first_epoch_s']:.1f} s)" if 'first_epoch_s' in x else ''
         return f"{x['train_s']:.1f} s: data wait {x['data_wait_s']:.1f} s ({x['data_wait_s']/x['train_s']:.1%}), in batches {x['in_batch_s']:.1f} s{first}"
+    def data(e):  # since b59ae4a the second pass, the first (which stacks the splits StackedDL reads) given apart
+        first = r.get('data_first_pass_s', {})
+        return f"{r['data_images_per_s'][e]:,.0f}" + (f" (first pass {first[e]:.1f} s)" if e in first else '')
     s, f = r['step_ms'], r['step_fraction_of_peak']
     comp = f"{s['faithful, compiled']:.1f} ({f['faithful, compiled']:.0%})" if 'faithful, compiled' in s else 'not timed'
     c = r.get('commit')
     code = f"{c[:7] + '+dirty' * c.endswith('+dirty') if c else 'not recorded'}, torch {r.get('torch', '?')}"
     return [f"[{name}](results/{name})", f"{r['cpu']}, {r['threads']} threads; {r['date']}", code, f"{r['matmul_peak_gflops']:.0f}",
             f"{s['faithful']:.1f} ({f['faithful']:.0%})", f"{s['no dropout']:.1f} ({f['no dropout']:.0%})", comp,
-            f"**{r['faithful_over_no_dropout']:.2f}x**", f"{r['data_images_per_s']['albumentations']:,.0f}",
-            f"{r['data_images_per_s']['batch']:,.0f}", f"{r['loop_overhead_us']:.0f}", epoch('albumentations'), epoch('batch'),
+            f"**{r['faithful_over_no_dropout']:.2f}x**", data('albumentations'), data('batch'), f"{r['loop_overhead_us']:.0f}", epoch('albumentations'), epoch('batch'),
             epoch('batch, compiled')]
 
 def speed_table(runs=None):

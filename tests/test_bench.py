@@ -27,6 +27,8 @@ def test_speed_table_quotes_each_run(tmp_path):
     row = speed_table([('speed_cpu.json', r)]).splitlines()[2]
     assert '| 120.5 (65%) | 130.0 (60%) | **1.25x** |' in row
     assert row.endswith('| 50.0 s: data wait 1.0 s (2.0%), in batches 49.0 s (first epoch, compiling: 91.2 s) |')
+    r['data_first_pass_s'] = {'albumentations': 14.71, 'batch': 2.25}
+    assert '| 3,400 (first pass 14.7 s) | 41,001 (first pass 2.2 s) |' in speed_table([('speed_cpu.json', r)])
     assert speed_table([]).startswith('*No `python -m bench.speed` output')
 
 def test_memory_bench_times_both_settings_in_fresh_processes(tmp_path):
