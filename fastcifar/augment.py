@@ -3,7 +3,8 @@ drawing its own parameters from the same distributions as albumentations 2.0.8's
 import torch, torch.nn.functional as F
 from fastai.vision.all import DisplayedTransform, TensorImage
 
-__all__ = ['draw_params', 'affine_theta', 'affine_grid', 'warp', 'hole_mask', 'apply_params', 'BatchAug', 'batch_augs']
+__all__ = ['draw_params', 'affine_theta', 'affine_grid', 'warp', 'hole_mask', 'apply_params', 'BatchAug', 'batch_augs',
+           'AlternatingFlip']
 
 _COLS = ('flip', 'affine', 'tx', 'ty', 'sx', 'sy', 'rot', 'cutout', 'n')  # then 4 columns (h, w, y, x) per hole
 
@@ -109,3 +110,19 @@ class BatchAug(DisplayedTransform):
 def batch_augs(spec, seed=None):
     "The batch transform executing augmentation `spec` (see `data.aug_spec`), seeded by `seed`."
     return BatchAug(spec, seed)
+
+class AlternatingFlip:
+    "Flips that alternate: image `i` is mirrored in epoch `e` if `first[i]` xor `e` is odd; `first` drawn once (probability `p`)."
+    # Each image is seen both ways in any two epochs, where independent flips repeat one side half the time. It needs
+    # each image's index and the epoch, which no batch transform is told: `data.StackedDL` applies it as it indexes a batch.
+    def __init__(self, n, p=0.5, seed=None):
+        s = seed if seed is not None else int(torch.randint(2**62, (1,)))
+        self.first = torch.rand(n, generator=torch.Generator().manual_seed(s), dtype=torch.float64) < p
+    def mask(self, idx, epoch):
+        "(B,) bool: which of the images `idx` are mirrored in `epoch`."
+        return self.first[idx] ^ bool(epoch % 2)
+    def __call__(self, x, idx, epoch):
+        "Images `x` (B,C,H,W) of indices `idx`, mirrored as `epoch` says; a copy of the same type."
+        m = self.mask(idx, epoch).to(x.device)[:, None, None, None].expand_as(x)
+        t = x.as_subclass(torch.Tensor)
+        return torch.where(m, t.flip(-1), t).as_subclass(type(x))

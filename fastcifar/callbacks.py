@@ -13,7 +13,7 @@ from .memory import release_freed_memory
 from .model import bare_model
 from .distributed import all_ranks, gather, sum_ranks, unwrap_dl
 
-__all__ = ['NonFiniteLoss', 'DeviceSmoothLoss', 'SmoothLossOnDevice', 'CPUAutocast', 'ReleaseFreedMemory', 'WeightEMA', 'History', 'Checkpoint', 'RunArtefacts', 'shift_image',
+__all__ = ['NonFiniteLoss', 'DeviceSmoothLoss', 'SmoothLossOnDevice', 'CPUAutocast', 'ReleaseFreedMemory', 'WeightEMA', 'LoaderEpoch', 'History', 'Checkpoint', 'RunArtefacts', 'shift_image',
            'rng_state', 'set_rng_state', 'plot_curves', 'HISTORY_COLS']
 
 HISTORY_COLS = ('epoch', 'train_loss', 'train_accuracy', 'test_loss', 'test_accuracy', 'seconds')
@@ -82,6 +82,10 @@ class WeightEMA(Callback):
     def load_state(self, st):
         if self.avg is None: self._pending = st; return  # before the first `fit`: kept until the model is known
         self.avg.module.load_state_dict(st['weights']); self.avg.n_averaged.fill_(st['n']); self._pending = None
+
+class LoaderEpoch(Callback):
+    "Tells the training DataLoader the epoch it serves (`StackedDL.epoch`: alternating flips depend on it), resumes included."
+    def before_epoch(self): unwrap_dl(self.dls.train).epoch = self.epoch
 
 class EpochCallback(Callback):
     "Calls `epoch_done` after epochs that trained only."

@@ -5,9 +5,9 @@ from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, Categor
                                IntToFloatTensor, Normalize, TensorImage, TensorCategory, TfmdDL, fa_collate)
 from .sources import CLASSES, DataError, load_cifar
 from .images import SIZE
-from .augment import batch_augs
+from .augment import batch_augs, AlternatingFlip
 
-__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'AUGS', 'SEED_AUG', 'aug_spec', 'albumentations_pipeline', 'GetImage', 'GetLabel', 'LabelIndex', 'seed_augs', 'AlbumentationsTransform', 'StackedDL', 'HOLDOUT', 'cifar_items',
+__all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'AUGS', 'SEED_AUG', 'aug_spec', 'albumentations_pipeline', 'GetImage', 'GetLabel', 'LabelIndex', 'seed_augs', 'AlbumentationsTransform', 'StackedDL', 'FLIPS', 'HOLDOUT', 'cifar_items',
            'cifar_block', 'cifar_dls']
 
 STATS = ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])  # the seed's normalisation (mean, std)
@@ -123,6 +123,9 @@ class StackedDL(TfmdDL):
     # split, a batch is just its items collated, so the items are collated once (an epoch's worth, on first iteration,
     # kept on the dataset for every loader that shares it) and each batch indexes that. Same batches, same types, same
     # order and random draws: the type transforms must be deterministic, as fastcifar's are (GetImage, LabelIndex).
+    # `alt_flip` (an `augment.AlternatingFlip`, training split): mirrors each batch's images by their indices and `epoch`
+    # (set by `callbacks.LoaderEpoch`); the only place where a batch's item indices are known.
+    alt_flip, epoch = None, 0
     def _per_item(self):
         split = getattr(self.dataset, 'split_idx', None)
         return [f for p in (self.after_item, self.before_batch) for f in p.fs if f.split_idx in (None, split)]
@@ -136,10 +139,13 @@ class StackedDL(TfmdDL):
         super().before_iter()
         self.stacked()  # in the main process: DataLoader workers inherit it rather than stacking their own
     def create_batches(self, samps):
-        if (st := self.stacked()) is None: yield from super().create_batches(samps); return
+        if (st := self.stacked()) is None:
+            if self.alt_flip is not None: raise ValueError('alternating flips need stacked batches: no per-item transform on the training split')
+            yield from super().create_batches(samps); return
         for b in self.chunkify(samps):
             i = torch.as_tensor(b)
-            yield tuple(t[i] for t in st)
+            x, *rest = (t[i] for t in st)
+            yield (x if self.alt_flip is None else self.alt_flip(x, i, self.epoch), *rest)
 
 def _subset(y, frac, split, seed=0):
     "Sorted indices of a class-balanced `frac` of labels `y`: round(frac*n) images of each class, drawn with `seed`."
@@ -169,14 +175,18 @@ def cifar_items(data, frac=1.0, valid='test'):
     va = [(xv[i], data.classes[yv[i]]) for i in va]
     return tr + va, range(len(tr), len(tr)+len(va))
 
-_EXECUTORS = ('albumentations', 'batch')
+_EXECUTORS, FLIPS = ('albumentations', 'batch'), ('random', 'alternate')
 
-def cifar_block(valid_idx, augment=True, seed=None, cutout=None, aug=SEED_AUG, executor='albumentations'):
+def cifar_block(valid_idx, augment=True, seed=None, cutout=None, aug=SEED_AUG, executor='albumentations', flip='random'):
     "The DataBlock: decoded images and class names, the test set as validation, augmentation on train only."
     # executor: 'albumentations' runs the augmentation per item on uint8 arrays (CPU, in the workers); 'batch' runs
-    # it per batch on the batch's device (`augment.BatchAug`), on the [0,1] floats before Normalize
+    # it per batch on the batch's device (`augment.BatchAug`), on the [0,1] floats before Normalize.
+    # flip 'alternate': the loader mirrors the images (`StackedDL.alt_flip`, set by `cifar_dls`), the batch executor not
     if executor not in _EXECUTORS: raise ValueError(f"executor {executor!r}: unknown; choose {' or '.join(_EXECUTORS)}")
+    if flip not in FLIPS: raise ValueError(f"flip {flip!r}: unknown; choose {' or '.join(FLIPS)}")
+    if flip == 'alternate' and executor != 'batch': raise ValueError('alternating flips need the batch executor (--aug batch)')
     spec = aug_spec(aug, cutout) if augment and aug is not None else None
+    if spec and flip == 'alternate': spec['flip'] = 0.
     item = [AlbumentationsTransform(albumentations_pipeline(spec, seed))] if spec and executor == 'albumentations' else []
     batch = [batch_augs(spec, seed)] if spec and executor == 'batch' else []
     # Items are decoded arrays: one cheap transform makes the tensor, no PIL round trip per item and epoch
@@ -189,11 +199,16 @@ def cifar_block(valid_idx, augment=True, seed=None, cutout=None, aug=SEED_AUG, e
                      item_tfms=item, batch_tfms=batch + [Normalize.from_stats(*STATS)])
 
 def cifar_dls(source=None, bs=128, workers=0, augment=True, frac=1.0, seed=None, device=None, data=None, cutout=None,
-              aug=SEED_AUG, executor='albumentations', valid='test'):
+              aug=SEED_AUG, executor='albumentations', valid='test', flip='random', flip_seed=None):
     "CIFAR-10 `DataLoaders` from any source `load_cifar` takes (or an already loaded `data`); `valid`: see `cifar_items`."
+    # flip: 'random' (each image, each epoch, as the augmentation draws) or 'alternate' (`augment.AlternatingFlip`: each
+    # image's first flip drawn with `flip_seed`, default `seed`, then mirrored every other epoch; `callbacks.LoaderEpoch`
+    # tells the loader the epoch). Processes of one run must share `flip_seed`: an image meets a different one each epoch.
     data = data if data is not None else load_cifar(source)
     items, valid_idx = cifar_items(data, frac, valid)
-    dls = cifar_block(valid_idx, augment, seed, cutout, aug, executor).dataloaders(items, bs=bs, num_workers=workers, device=device)
+    dls = cifar_block(valid_idx, augment, seed, cutout, aug, executor, flip).dataloaders(items, bs=bs, num_workers=workers, device=device)
     dls.train.drop_last = False  # the seed's 391 steps an epoch: the last, partial batch is trained on too
+    if flip == 'alternate' and augment and aug is not None:
+        dls.train.alt_flip = AlternatingFlip(len(dls.train_ds), aug_spec(aug)['flip'], seed if flip_seed is None else flip_seed)
     dls.source = data.source
     return dls

@@ -5,7 +5,7 @@ from `SETTINGS`; `RECIPES` names what each recipe sets (a setting given explicit
 """
 import argparse
 from dataclasses import dataclass
-from .data import AUGS, SEED_AUG
+from .data import AUGS, SEED_AUG, FLIPS
 from .model import DROPOUT
 from .images import SIZE
 
@@ -54,6 +54,7 @@ SETTINGS = (
     Setting('aug_spec', str, None, "the augmentation: readme (the seed's, as its README says), albu2 (the seed's calls under albumentations 2.x) or translate (flip and a whole-pixel shift of up to 3, reflect-101 borders)", lambda v: v in AUGS, ' or '.join(AUGS)),
     Setting('cutout', int, None, 'one square cutout hole of this side in pixels, 0 for none (default: the augmentation\'s own holes)', lambda v: 0 <= v <= SIZE, f'from 0 (no cutout) to {SIZE} pixels'),
     Setting('aug', str, 'albumentations', 'where the augmentation runs: albumentations (per image, the design) or batch (torch ops on whole batches, on the training device; same distributions)', lambda v: v in ('albumentations', 'batch'), 'albumentations or batch'),
+    Setting('flip', str, None, "horizontal flips: random (each image each epoch, at the augmentation's probability) or alternate (each image's first flip drawn once, then mirrored every other epoch, so any two epochs show it both ways; --aug batch only)", lambda v: v in FLIPS, ' or '.join(FLIPS)),
     Setting('valid', str, 'test', 'the validation set: test (the test set, as the seed) or holdout (5,000 training images, seeded; the test set unseen: for choosing settings)', lambda v: v in ('test', 'holdout'), 'test or holdout'),
     Setting('frac', float, 1.0, 'fraction of each split to use, the same for every class (seeded), for quick runs', lambda v: 0 < v <= 1, 'above 0 and at most 1'),
     Setting('random_seed', int, 42, 'random seed of weights, order and augmentation'),
@@ -71,14 +72,15 @@ DEFAULTS = {s.name: s.default for s in SETTINGS}  # None: from the recipe (RECIP
 RECIPES = {
     # the seed's code as it most likely ran (its 1.x-style calls under albumentations 2.x): its curves are the closer
     # to the seed's published per-epoch table (results/README.md); named 'seed-albu2' by runs before the rename
-    'seed': dict(wd=1e-4, wd_bn_bias=True, label_smoothing=0., dropout=DROPOUT, nesterov=False, ema=0., aug_spec=SEED_AUG, cutout=None),
+    'seed': dict(wd=1e-4, wd_bn_bias=True, label_smoothing=0., dropout=DROPOUT, nesterov=False, ema=0., aug_spec=SEED_AUG, cutout=None, flip='random'),
     # the seed as its README says (one 16x16 hole, reflect-101 borders); named 'seed' by runs before the rename
-    'seed-readme': dict(wd=1e-4, wd_bn_bias=True, label_smoothing=0., dropout=DROPOUT, nesterov=False, ema=0., aug_spec='readme', cutout=None),
+    'seed-readme': dict(wd=1e-4, wd_bn_bias=True, label_smoothing=0., dropout=DROPOUT, nesterov=False, ema=0., aug_spec='readme', cutout=None, flip='random'),
     'improved': dict(wd=5e-4, wd_bn_bias=True,  # stronger L2 (still through the gradient, on every parameter)
                      label_smoothing=0.1,  # soft targets
                      dropout=0.,         # the seed's recipe underfits: train accuracy (augmented) stays below test
                      nesterov=False, ema=0.,
-                     aug_spec='readme', cutout=0),  # flip and shift-scale-rotate, no cutout hole: the largest gain measured
+                     aug_spec='readme', cutout=0,  # flip and shift-scale-rotate, no cutout hole: the largest gain measured
+                     flip='random'),
 }
 RECIPE_KEYS = tuple(RECIPES['seed'])
 
@@ -99,6 +101,8 @@ def resolve(**kw):
     for s in SETTINGS:
         v = cfg[s.name]
         if v is not None and s.ok is not None and not s.ok(v): raise RecipeError(f'{s.flag} {v}: must be {s.want}')
+    if cfg['flip'] == 'alternate' and cfg['aug'] != 'batch':
+        raise RecipeError("--flip alternate: needs --aug batch (only its loader knows which image is which); add --aug batch")
     return cfg
 
 def _help(s):

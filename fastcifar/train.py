@@ -22,7 +22,7 @@ from .sources import DataError
 from .recipe import SCHEDULE, SETTINGS, RECIPES, RecipeError, recipe_of, resolve, parser, rerun_command
 from .files import RunFolder, RunFolderError, no_space
 from .export import ModelError, export
-from .callbacks import CPUAutocast, SmoothLossOnDevice, History, Checkpoint, RunArtefacts, NonFiniteLoss, ReleaseFreedMemory, WeightEMA, set_rng_state
+from .callbacks import CPUAutocast, SmoothLossOnDevice, History, Checkpoint, RunArtefacts, NonFiniteLoss, ReleaseFreedMemory, WeightEMA, LoaderEpoch, set_rng_state
 from .memory import reuse_freed_memory
 from .distributed import world_size, setup, rank0_first, from_rank0, data_parallel
 
@@ -93,6 +93,7 @@ def seed_learner(dls, model=None, wd=1e-4, precision='auto', path='.', channels_
     learn = Learner(dls, model, loss_func=loss, metrics=accuracy, opt_func=partial(seed_opt, nesterov=nesterov),
                     splitter=partial(wd_groups, wd_bn_bias=wd_bn_bias), wd=[wd, 0.] if split else wd, path=path, model_dir='.')
     learn.add_cb(SmoothLossOnDevice())  # no host sync a batch on a GPU for fastai's smoothed loss
+    if getattr(dls.train, 'alt_flip', None) is not None: learn.add_cb(LoaderEpoch())  # alternating flips follow the epoch
     prec = pick_precision(precision, dls.device)
     cuda = torch.device(dls.device or 'cpu').type == 'cuda'
     if not cuda: reuse_freed_memory(); learn.add_cb(ReleaseFreedMemory())
@@ -137,7 +138,7 @@ def _workers(workers, device):
 
 # ------------------------------------------------------------------------------------------------------ the steps
 
-_OLD = dict(compile=False, recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, ema=0., wd_bn_bias=True, warmup=SCHEDULE['pct_start'], cutout=16, aug_spec='readme', aug='albumentations', valid='test', world_size=1)  # what older checkpoints lack
+_OLD = dict(compile=False, recipe='seed-readme', label_smoothing=0., dropout=0.05, nesterov=False, ema=0., wd_bn_bias=True, warmup=SCHEDULE['pct_start'], cutout=16, aug_spec='readme', flip='random', aug='albumentations', valid='test', world_size=1)  # what older checkpoints lack
 
 def _settings(kw):
     "Every setting of the run, checked: given > recipe > default."
@@ -194,7 +195,8 @@ def _run_config(cfg, ck, ws, given):
 def _data(cfg, rank):
     with rank0_first():  # rank 0 extracts and caches (or downloads) the data once
         dls = cifar_dls(cfg['data'], bs=cfg['bs'], workers=_workers(cfg['workers'], default_device()), frac=cfg['frac'],
-                        seed=cfg['random_seed'] + rank, cutout=cfg['cutout'], aug=cfg['aug_spec'], executor=cfg['aug'], valid=cfg['valid'])
+                        seed=cfg['random_seed'] + rank, cutout=cfg['cutout'], aug=cfg['aug_spec'], executor=cfg['aug'], valid=cfg['valid'],
+                        flip=cfg['flip'], flip_seed=cfg['random_seed'])  # every process mirrors an image alike
     return dls
 
 def _learner(cfg, dls, out):

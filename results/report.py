@@ -17,15 +17,16 @@ ONE_RUN_TARGET = 0.82                # this project's target for one run of the 
 GOAL = 1.5                           # points `--recipe improved` set out to gain over `--recipe seed-readme`, the recipe it was derived from
 
 # A run's recipe settings: what makes two runs the same experiment (the seed aside).
-KEYS = ('recipe', 'wd', 'wd_bn_bias', 'label_smoothing', 'dropout', 'nesterov', 'ema', 'cutout', 'aug_spec', 'lr', 'warmup', 'bs',
-        'model_version')
+KEYS = ('recipe', 'wd', 'wd_bn_bias', 'label_smoothing', 'dropout', 'nesterov', 'ema', 'cutout', 'aug_spec', 'flip', 'lr', 'warmup',
+        'bs', 'model_version')
 # Settings outside the recipes that still make a different experiment: the schedule's max LR and warm-up and the batch
 # size, at their defaults in every recipe.
 SCHEDULE = {k: DEFAULTS[k] for k in ('lr', 'warmup', 'bs')}
 # What a results.json written before a setting was recorded ran with: the seed's dropout and 16x16 hole (no flag
 # changed them yet), its README's augmentation, and the Net's first layout (Dropout after the depthwise conv too).
 # (Its recorded recipe name is read as today's by its settings: `fastcifar.recipe.recipe_of`.)
-LEGACY = dict(recipe='seed-readme', wd_bn_bias=True, label_smoothing=0., dropout=0.05, nesterov=False, ema=0., cutout=16, aug_spec='readme', model_version=1,
+LEGACY = dict(recipe='seed-readme', wd_bn_bias=True, label_smoothing=0., dropout=0.05, nesterov=False, ema=0., cutout=16, aug_spec='readme', flip='random',
+              model_version=1,
               **SCHEDULE)
 def _own_hole(aug_spec):
     "The side of augmentation `aug_spec`'s one square hole, or None where its holes vary in number or size."
@@ -46,7 +47,7 @@ _WORDS = dict(wd=lambda v: f'wd {_sci(v)}', label_smoothing=lambda v: f'label sm
               dropout=lambda v: f'dropout {v:g}', nesterov=lambda v: 'Nesterov momentum' if v else 'no Nesterov momentum',
               ema=lambda v: f'weight EMA {v:g}' if v else 'no weight EMA',
               cutout=lambda v: f'cutout {v}x{v}' if v else 'no cutout',
-              aug_spec=lambda v: f'augmentation {v}', lr=lambda v: f'max LR {v:g}', bs=lambda v: f'batch {v}',
+              aug_spec=lambda v: f'augmentation {v}', flip=lambda v: f'{v} flips', lr=lambda v: f'max LR {v:g}', bs=lambda v: f'batch {v}',
               warmup=lambda v: f'warm-up {v:g} of the steps', wd_bn_bias=lambda v: f"{'' if v else 'no '}weight decay on BatchNorm and biases")
 
 def _sci(v):

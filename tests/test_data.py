@@ -249,3 +249,33 @@ def test_a_worker_reseeds_from_torch_and_runs_opencv_single_threaded():
         assert cv2.getNumThreads() == 1
         assert torch.equal(a, c) and not torch.equal(a, b)
     finally: cv2.setNumThreads(before)
+
+def _orientations(dls, data, epochs):
+    "Which training image each served image is, and whether it is mirrored, for each of `epochs`: [{index: mirrored}]."
+    mean, std = torch.tensor(STATS[0]).view(1, 3, 1, 1), torch.tensor(STATS[1]).view(1, 3, 1, 1)
+    raw = torch.from_numpy(data.x_train).permute(0, 3, 1, 2)
+    known = {**{x.numpy().tobytes(): (i, False) for i, x in enumerate(raw)}, **{x.flip(-1).numpy().tobytes(): (i, True) for i, x in enumerate(raw)}}
+    assert len(known) == 2*len(raw)  # no image is its own mirror or another's: each served image names one index and side
+    out = []
+    for e in epochs:
+        dls.train.epoch = e
+        served = [known[x.numpy().tobytes()] for xb, _ in dls.train for x in ((xb.cpu()*std + mean)*255).round().to(torch.uint8)]
+        assert sorted(i for i, _ in served) == list(range(len(raw)))  # every image once an epoch
+        out.append(dict(served))
+    return out
+
+def test_alternating_flips_mirror_each_image_every_other_epoch(tiny_tgz, monkeypatch):
+    from fastcifar.augment import AlternatingFlip
+    monkeypatch.setitem(AUGS, 'fliponly', dict(AUGS['readme'], affine=0., cutout=0.))  # flips only: served images are exact
+    data = load_cifar(tiny_tgz)
+    dls = cifar_dls(data=data, bs=16, seed=3, executor='batch', aug='fliponly', flip='alternate', flip_seed=7)
+    eps = _orientations(dls, data, range(4))
+    first = AlternatingFlip(200, 0.5, 7).first
+    assert [eps[0][i] for i in range(200)] == first.tolist() and 70 <= int(first.sum()) <= 130  # drawn once, seeded, p=0.5
+    for a, b in zip(eps, eps[1:]): assert all(a[i] != b[i] for i in range(200))  # each image mirrored every other epoch
+    assert eps[2] == eps[0] and eps[3] == eps[1]
+    # the validation split is never flipped, and random flips (the default) repeat a side from one epoch to the next
+    assert dls.valid.alt_flip is None
+    rnd = _orientations(cifar_dls(data=data, bs=16, seed=3, executor='batch', aug='fliponly'), data, range(2))
+    assert sum(rnd[0][i] == rnd[1][i] for i in range(200)) > 50
+    with pytest.raises(ValueError, match='batch executor'): cifar_dls(data=data, bs=16, flip='alternate')

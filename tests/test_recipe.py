@@ -13,6 +13,8 @@ def test_given_beats_recipe_beats_default():
 @pytest.mark.parametrize('kw,msg', [(dict(epochs=0), '--epochs 0: must be 1 or more'), (dict(recipe='fast'), '--recipe fast: unknown'),
                                     (dict(cutout=33), '--cutout 33: must be from 0 (no cutout) to 32 pixels'),
                                     (dict(aug_spec='albu1'), '--aug-spec albu1: must be readme or albu2 or translate'),
+                                    (dict(flip='sometimes'), '--flip sometimes: must be random or alternate'),
+                                    (dict(flip='alternate'), '--flip alternate: needs --aug batch'),
                                     (dict(learning_rate=1), "unknown setting 'learning_rate'")])
 def test_bad_settings_name_the_flag(kw, msg):
     with pytest.raises(RecipeError, match=re.escape(msg)): resolve(**kw)

@@ -193,7 +193,8 @@ def test_help_explains_each_flag():
                                       (('--label-smoothing', '-0.1'), '--label-smoothing -0.1'), (('--cutout', '40'), '--cutout 40'),
                                       (('--model', 'fastcifar.model', '--dropout', '0'), '--dropout sets'),
                                       (('--aug', 'gpu'), '--aug gpu'), (('--valid', 'dev'), '--valid dev'), (('--ema', '1'), '--ema 1.0'),
-                                      (('--warmup', '1'), '--warmup 1.0: must be above 0 and below 1')])
+                                      (('--warmup', '1'), '--warmup 1.0: must be above 0 and below 1'),
+                                      (('--flip', 'alternate'), '--flip alternate: needs --aug batch')])
 def test_bad_flags_give_one_line(tiny_tgz, tmp_path, args, msg, capsys):
     from fastcifar.train import main
     with pytest.raises(SystemExit) as e: main(['--data', str(tiny_tgz), '--out', str(tmp_path/'r'), '--epochs', '1', *args])
@@ -219,8 +220,9 @@ def test_nan_loss_stops_with_a_clear_message(tiny_tgz, tmp_path):
 
 def _weights(out): return torch.load(out/'checkpoint.pth', weights_only=True)['model']
 
-@pytest.mark.parametrize('extra', [(), ('--aug', 'batch'), ('--warmup', '0.5', '--no-wd-bn-bias', '--ema', '0.9')],
-                         ids=['albumentations', 'batch', 'ema-two-param-groups-warmup'])
+@pytest.mark.parametrize('extra', [(), ('--aug', 'batch'), ('--warmup', '0.5', '--no-wd-bn-bias', '--ema', '0.9'),
+                                   ('--aug', 'batch', '--flip', 'alternate')],
+                         ids=['albumentations', 'batch', 'ema-two-param-groups-warmup', 'alternating-flips'])
 def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path, extra):
     args = ('--data', tiny_tgz, '--epochs', 4, '--bs', 16) + extra
     full = tmp_path/'full'
@@ -447,3 +449,18 @@ def test_compile_trains_the_same_model_and_resumes_without_it(tiny_tgz, tmp_path
     again = train(None, tmp_path/'comp', resume=True, compile=False, show=False)  # as the command line without --compile
     assert again.model._compiled_call_impl is None
     assert json.loads((tmp_path/'comp'/'results.json').read_text())['final_test_accuracy'] == pytest.approx(res['final_test_accuracy'])
+
+def test_alternating_flips_follow_the_learners_epoch(tiny_tgz):
+    "seed_learner tells a loader with alternating flips each epoch it serves (`LoaderEpoch`); other loaders need nothing."
+    from fastai.callback.core import Callback
+    from fastcifar.callbacks import LoaderEpoch
+    seen = []
+    class Spy(Callback):
+        def before_batch(self):
+            if self.training: seen.append(self.dls.train.epoch)
+    dls = cifar_dls(tiny_tgz, bs=64, seed=0, executor='batch', flip='alternate')
+    learn = seed_learner(dls, precision='fp32')
+    assert any(isinstance(c, LoaderEpoch) for c in learn.cbs)
+    with learn.no_bar(), learn.no_logging(): learn.fit(3, cbs=Spy())
+    assert seen == [0]*4 + [1]*4 + [2]*4  # 200 images in batches of 64: four a epoch
+    assert not any(isinstance(c, LoaderEpoch) for c in seed_learner(cifar_dls(tiny_tgz, bs=64, seed=0, executor='batch')).cbs)
