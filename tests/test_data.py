@@ -274,6 +274,9 @@ def test_alternating_flips_mirror_each_image_every_other_epoch(tiny_tgz, monkeyp
     assert [eps[0][i] for i in range(200)] == first.tolist() and 70 <= int(first.sum()) <= 130  # drawn once, seeded, p=0.5
     for a, b in zip(eps, eps[1:]): assert all(a[i] != b[i] for i in range(200))  # each image mirrored every other epoch
     assert eps[2] == eps[0] and eps[3] == eps[1]
+    # DataLoader workers (forked each epoch, as a GPU run has them) mirror the same images
+    w = cifar_dls(data=data, bs=16, seed=3, executor='batch', aug='fliponly', flip='alternate', flip_seed=7, workers=2)
+    assert _orientations(w, data, [0, 1]) == eps[:2]
     # the validation split is never flipped, and random flips (the default) repeat a side from one epoch to the next
     assert dls.valid.alt_flip is None
     rnd = _orientations(cifar_dls(data=data, bs=16, seed=3, executor='batch', aug='fliponly'), data, range(2))
