@@ -153,7 +153,7 @@ def test_improved_recipe_sets_its_choices_and_flags_win(tiny_tgz, tmp_path):
     assert res['params'] == 193_280 and res['epochs'] == 1  # same Net, same parameters
     assert _dropouts(learn.model) == [0.]*8 and learn.loss_func.eps == 0.1
     assert all(g['weight_decay'] == 5e-4 for g in learn.opt.opt.param_groups)
-    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, wd_bn_bias=True, dropout=0., nesterov=False, ema=0., aug_spec='readme', cutout=0)
+    assert RECIPES['improved'] == dict(label_smoothing=0.1, wd=5e-4, wd_bn_bias=True, dropout=0., nesterov=False, ema=0., aug_spec='readme', cutout=0, flip='random')
     assert not any(g['nesterov'] for g in learn.opt.opt.param_groups)
     assert res['cutout'] == 0 and _augs(learn) == ['HorizontalFlip', 'Affine']  # no cutout hole
     learn = train(tiny_tgz, tmp_path/'imp2', epochs=1, bs=32, recipe='improved', wd=1e-4, dropout=0.2, cutout=16, nesterov=True,
