@@ -3,7 +3,7 @@ drawing its own parameters from the same distributions as albumentations 2.0.8's
 import torch, torch.nn.functional as F
 from fastai.vision.all import DisplayedTransform, TensorImage
 
-__all__ = ['draw_params', 'affine_theta', 'affine_grid', 'warp', 'hole_mask', 'apply_params', 'BatchAug', 'batch_augs',
+__all__ = ['draw_params', 'affine_theta', 'affine_grid', 'warp', 'hole_mask', 'mirror', 'apply_params', 'BatchAug', 'batch_augs',
            'AlternatingFlip']
 
 _COLS = ('flip', 'affine', 'tx', 'ty', 'sx', 'sy', 'rot', 'cutout', 'n')  # then 4 columns (h, w, y, x) per hole
@@ -73,11 +73,15 @@ def hole_mask(holes, active, h=32, w=32):
     for k in range(1, holes.shape[1]): m |= iny[:, k, :, None] & inx[:, k, None, :]
     return m
 
+def mirror(x, m):
+    "A copy of images `x` (B,C,H,W) with those where `m` (B,) is True flipped left-right."
+    # the mask expanded to x's shape: torch.where's broadcast of a (B,1,1,1) mask is slower than the full mask
+    return torch.where(m.to(x.device)[:, None, None, None].expand_as(x), x.flip(-1), x)
+
 def apply_params(x, p, spec):
     "Flip, affine, cutout of `spec` on float [0,1] images `x` (B,C,H,W) with the drawn parameters `p` (see `draw_params`)."
     dev, (_, nc, h, w) = x.device, x.shape
-    # the mask expanded to x's shape: torch.where's broadcast of a (B,1,1,1) mask is slower than the full mask
-    x = torch.where(p['flip'].to(dev)[:, None, None, None].expand_as(x), x.flip(-1), x)
+    x = mirror(x, p['flip'])
     idx = p['affine'].nonzero()[:, 0]  # on the CPU: no device sync
     if len(idx):  # x is already a copy (torch.where)
         th = affine_theta(*(p[k][idx] for k in ('tx', 'ty', 'sx', 'sy', 'rot')), h, w)
@@ -123,6 +127,4 @@ class AlternatingFlip:
         return self.first[idx] ^ bool(epoch % 2)
     def __call__(self, x, idx, epoch):
         "Images `x` (B,C,H,W) of indices `idx`, mirrored as `epoch` says; a copy of the same type."
-        m = self.mask(idx, epoch).to(x.device)[:, None, None, None].expand_as(x)
-        t = x.as_subclass(torch.Tensor)
-        return torch.where(m, t.flip(-1), t).as_subclass(type(x))
+        return mirror(x.as_subclass(torch.Tensor), self.mask(idx, epoch)).as_subclass(type(x))
