@@ -421,6 +421,21 @@ def test_a_model_callable_with_arguments_trains_and_exports(tiny_tgz, tmp_path):
     p = load_model(tmp_path/'r', allow_module=True).probs(x)
     assert p.shape == (4, 10) and torch.allclose(p.sum(1), torch.ones(4), atol=1e-5)
 
+@pytest.mark.parametrize('flags,want', [('fpu sse2 avx2 avx512f avx512_bf16 amx_tile amx_bf16', 'Xeon (AMX bf16)'),
+                                        ('fpu avx2 avx512f avx512_bf16', 'Xeon (AVX-512 bf16)'), ('fpu avx2 avx512f', 'Xeon (AVX-512)'),
+                                        ('fpu fma avx avx2', 'Xeon (AVX2)'), ('fpu sse2', 'Xeon')])
+def test_cpu_name_says_the_widest_unit(tmp_path, flags, want):
+    "Two CPUs of one model name but other units are two machines: timings are compared only within one."
+    from fastcifar.train import cpu_name
+    f = tmp_path/'cpuinfo'
+    f.write_text(f'processor\t: 0\nmodel name\t: Xeon\nflags\t\t: {flags}\n\nprocessor\t: 1\nmodel name\t: Xeon\nflags\t\t: {flags}\n')
+    assert cpu_name(f) == want
+
+def test_cpu_name_without_cpuinfo_falls_back_to_platform(tmp_path):
+    import platform
+    from fastcifar.train import cpu_name
+    assert cpu_name(tmp_path/'absent') == (platform.processor() or platform.machine())
+
 def test_device_name_counts_threads():
     from fastcifar.train import _device_name, cpu_name
     n = torch.get_num_threads()
