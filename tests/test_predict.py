@@ -19,7 +19,9 @@ MODES = {'rgb.png': 'RGB', 'grey.png': 'L', 'rgba.png': 'RGBA', 'palette.png': '
 def run(tiny_tgz, tmp_path_factory):
     "A one-epoch run folder with model.pkl, model.safetensors and model.json, and its in-memory Learner."
     out = tmp_path_factory.mktemp('predict')/'run'
-    learn = train(tiny_tgz, out, epochs=1, bs=32, show=False)
+    # bf16 on every CPU (emulated where it has none), so that the in-memory Learner carries an autocast callback
+    # for `predict` to set aside and restore
+    learn = train(tiny_tgz, out, epochs=1, bs=32, show=False, precision='bf16')
     # One epoch leaves near-uniform probabilities (every image ~0.11, differences ~1e-4), which would make the
     # 1e-4 agreement between formats vacuous: sharpen the logits, then export both formats of the same weights.
     with torch.no_grad(): learn.model.out.conv.weight.mul_(SHARPEN)
