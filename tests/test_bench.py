@@ -32,7 +32,7 @@ def test_speed_table_quotes_each_run(tmp_path):
     assert speed_table([]).startswith('*No `python -m bench.speed` output')
 
 def test_memory_bench_times_both_settings_in_fresh_processes(tmp_path):
-    "bench.memory: each setting in its own process; glibc's defaults page-fault far more a step than kept memory."
+    "bench.memory: each setting in its own process, in `--precision auto`'s choice; glibc's defaults page-fault far more a step than kept memory."
     import subprocess, sys
     out = tmp_path/'memory.json'
     r = subprocess.run([sys.executable, '-m', 'bench.memory', '--rounds', '1', '--steps', '3', '--out', str(out)],
@@ -40,6 +40,8 @@ def test_memory_bench_times_both_settings_in_fresh_processes(tmp_path):
     assert r.returncode == 0, r.stderr[-2000:]
     res = json.loads(out.read_text())
     assert set(res['median_ms']) == {'off', 'on'} and all(v > 0 for m in res['median_ms'].values() for v in m.values())
+    from fastcifar.train import pick_precision
+    assert res['precision'] == pick_precision('auto', 'cpu')  # the step training runs here, not emulated bf16
     # glibc's defaults fault more than kept memory over the two networks of a process. Per network it varies: after
     # the first network, glibc's moving mmap threshold can leave the second at 0 faults a step (seen on a quiet machine,
     # 3 steps); tests/test_memory.py holds the strict property on the median of seven steps.

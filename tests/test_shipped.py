@@ -126,13 +126,19 @@ def test_the_package_ships_trained_models():
 
 @pytest.mark.parametrize('name', sorted(REAL))
 def test_shipped_model_has_its_stated_test_accuracy(shared_data, name):
-    "On the shared CIFAR-10 copy the shipped weights score their results.json's final test accuracy within 0.05 points."
+    "On the shared CIFAR-10 copy the shipped weights score their results.json's final test accuracy within 0.05 points (0.1 in fp32 for a bf16 run)."
     import torch
     from fastcifar.sources import load_cifar
+    from fastcifar.train import pick_precision
     data, pred = load_cifar(shared_data), load_model(REAL[name])
     r = json.loads(REAL[name].read_text())['results']
-    # evaluated as the run evaluated it: its precision (bf16 autocast on the CPU), channels-last memory
+    # evaluated as the run evaluated it: its precision (bf16 autocast on the CPU), channels-last memory. A CPU
+    # without bf16 emulates it ten times slower than fp32 (over two minutes a model): there the check runs in fp32,
+    # which moves a bf16 run's figure by a few hundredths of a point (-0.02 and -0.04 for the two shipped models on
+    # an AVX2-only AMD EPYC, 2026-12-01), within the wider tolerance
     pred.model = pred.model.to(memory_format=torch.channels_last)
-    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=r['precision'] == 'bf16'):
+    bf16 = r['precision'] == 'bf16' and pick_precision('auto', 'cpu') == 'bf16'
+    with torch.autocast('cpu', dtype=torch.bfloat16, enabled=bf16):
         acc = (pred.probs(data.x_test).argmax(1).numpy() == data.y_test).mean()
-    assert abs(acc - r['final_test_accuracy']) <= 0.0005, (acc, r['final_test_accuracy'])
+    tol = 0.0005 if bf16 or r['precision'] == 'fp32' else 0.001
+    assert abs(acc - r['final_test_accuracy']) <= tol, (acc, r['final_test_accuracy'], tol)
