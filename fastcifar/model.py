@@ -78,7 +78,9 @@ class Dropout(nn.Dropout):
         return self._drop(x)
     # Under torch.compile: numpy's generator cannot be traced, and tracing into it specialises on each drawn seed (a
     # recompile a step until dynamo's limit); so the CPU draw and fill run eagerly, a clean graph break each.
-    @torch.compiler.disable
+    # `torch.compiler.disable` as a decorator imports torch._dynamo with this module (2 s of every start of the
+    # predict and train commands); torch's own `_disable_dynamo` does the same but imports dynamo at the first call.
+    @getattr(torch, '_disable_dynamo', torch.compiler.disable)
     def _drop(self, x): return _DropAt.apply(x, torch.from_numpy(self.positions(x.numel())), 1/(1 - self.p))
     def positions(self, n):
         "Sorted int64 positions in [0, n) of the dropped elements: each element dropped independently with probability p."

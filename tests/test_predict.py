@@ -92,6 +92,7 @@ def test_fresh_process_other_cwd_safe_imports_no_fastai(run, images, tmp_path):
     r = _sub(['-X', 'importtime', '-m', 'fastcifar.predict', out/'model.json', images[0], '--topk', '3'], cwd=tmp_path)
     assert r.returncode == 0, r.stderr[-2000:]
     assert not re.search(r'\|\s+fastai\b', r.stderr), 'the weights-only path imported fastai'
+    assert not re.search(r'\|\s+torch\._dynamo$', r.stderr, re.M), 'predicting imported torch.compile (2 s a start)'
     lines = [l.split('\t') for l in r.stdout.splitlines()]
     assert [l[0] for l in lines] == [str(f) for f in images[1].values()]
     for l in lines:

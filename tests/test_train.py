@@ -375,7 +375,10 @@ def test_a_second_run_on_the_same_folder_is_refused(tiny_tgz, tmp_path):
     p = subprocess.Popen([sys.executable, '-m', 'fastcifar.train', '--data', str(tiny_tgz), '--out', str(out), '--epochs', '30',
                           '--bs', '16'], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
-        while not (out/'checkpoint.pth').exists() and p.poll() is None: time.sleep(0.02)
+        # the marker is written once the folder is locked: no need to wait for an epoch
+        from fastcifar.files import MARKER
+        while not (out/MARKER).exists() and p.poll() is None: time.sleep(0.02)
+        assert p.poll() is None, 'the first run ended before the second could try its folder'
         for args in ((), ('--overwrite',), ('--resume',)):
             _one_line(cli('--data', tiny_tgz, '--out', out, '--epochs', 1, *args), 'another run is using')
     finally: p.kill(); p.wait()
