@@ -379,8 +379,13 @@ def test_a_second_run_on_the_same_folder_is_refused(tiny_tgz, tmp_path):
         from fastcifar.files import MARKER
         while not (out/MARKER).exists() and p.poll() is None: time.sleep(0.02)
         assert p.poll() is None, 'the first run ended before the second could try its folder'
-        for args in ((), ('--overwrite',), ('--resume',)):
-            _one_line(cli('--data', tiny_tgz, '--out', out, '--epochs', 1, *args), 'another run is using')
+        p.send_signal(signal.SIGSTOP)  # paused, it holds its lock and leaves the CPU to the three tries, made at once
+        tries = [subprocess.Popen([sys.executable, '-m', 'fastcifar.train', '--data', str(tiny_tgz), '--out', str(out),
+                                   '--epochs', '1', *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                 for args in ((), ('--overwrite',), ('--resume',))]
+        for t in tries:
+            o, e = t.communicate(timeout=300)
+            _one_line(subprocess.CompletedProcess(t.args, t.returncode, o, e), 'another run is using')
     finally: p.kill(); p.wait()
 
 def test_overwrite_replaces_only_after_success(tiny_tgz, tmp_path, monkeypatch):
