@@ -19,8 +19,8 @@ for name, p in (('faithful', 0.05), ('no dropout', 0.)):
 print(json.dumps(out))
 '''
 
-def one(mode, steps, precision='bf16'):
-    "The step's figures in a fresh process, glibc's defaults ('off') or freed memory kept ('on')."
+def one(mode, steps, precision):
+    "The step's figures in a fresh process in `precision`, glibc's defaults ('off') or freed memory kept ('on')."
     r = subprocess.run([sys.executable, '-c', _ONE, mode, str(steps), precision], capture_output=True, text=True, check=True)
     return json.loads(r.stdout.strip().splitlines()[-1])
 

@@ -9,6 +9,7 @@ from fastcifar.recipe import DEFAULTS
 
 LR, WD = DEFAULTS['lr'], RECIPES['seed']['wd']  # the seed's max LR and L2
 from fastcifar.callbacks import CPUAutocast, NonFiniteLoss
+from fastcifar.files import MARKER
 
 ROOT = Path(__file__).resolve().parents[1]
 FILES = ('history.csv', 'curves.png', 'confusion_matrix.png', 'results.json', 'model.pkl', 'model.safetensors', 'model.json',
@@ -376,7 +377,6 @@ def test_a_second_run_on_the_same_folder_is_refused(tiny_tgz, tmp_path):
                           '--bs', '16'], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # the marker is written once the folder is locked: no need to wait for an epoch
-        from fastcifar.files import MARKER
         while not (out/MARKER).exists() and p.poll() is None: time.sleep(0.02)
         assert p.poll() is None, 'the first run ended before the second could try its folder'
         p.send_signal(signal.SIGSTOP)  # paused, it holds its lock and leaves the CPU to the three tries, made at once
