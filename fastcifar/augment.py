@@ -1,7 +1,7 @@
 """The seed's augmentation (an `aug_spec` dict) run on whole batches on their device: flip, affine, cutout, each image
 drawing its own parameters from the same distributions as albumentations 2.0.8's HorizontalFlip, Affine, CoarseDropout."""
 import torch, torch.nn.functional as F
-from fastai.vision.all import DisplayedTransform, TensorImage
+from fastai.vision.core import DisplayedTransform, TensorImage  # not .all: see fastcifar.data
 
 __all__ = ['draw_params', 'affine_theta', 'affine_grid', 'warp', 'hole_mask', 'mirror', 'apply_params', 'BatchAug', 'batch_augs',
            'AlternatingFlip']

@@ -1,7 +1,10 @@
 """CIFAR-10 as fastai DataLoaders: a DataBlock with the seed's augmentation, run by albumentations per item or per batch."""
 import cv2, os, random, numpy as np, albumentations as A
 import torch
-from fastai.vision.all import (DataBlock, TransformBlock, CategoryBlock, Categorize, ItemTransform, IndexSplitter,
+# fastai.vision.data, not fastai.vision.all: .all (through fastai.vision.augment, .models and .learner) imports
+# torchvision, whose package import loads its models, ops and torch._dynamo: 3 s of every start on a 2-core CPU, for
+# nothing fastcifar uses. fastai.vision.data still registers show_batch for images.
+from fastai.vision.data import (DataBlock, TransformBlock, CategoryBlock, Categorize, ItemTransform, IndexSplitter,
                                IntToFloatTensor, Normalize, TensorImage, TensorCategory, TfmdDL, fa_collate)
 from .sources import CLASSES, DataError, load_cifar
 from .images import SIZE

@@ -487,3 +487,21 @@ def test_alternating_flips_follow_the_learners_epoch(tiny_tgz):
     with learn.no_bar(), learn.no_logging(): learn.fit(3, cbs=Spy())
     assert seen == [0]*4 + [1]*4 + [2]*4  # 200 images in batches of 64: four a epoch
     assert not any(isinstance(c, LoaderEpoch) for c in seed_learner(cifar_dls(tiny_tgz, bs=64, seed=0, executor='batch')).cbs)
+
+def test_training_starts_without_torchvision_and_fastai_image_plots_still_work(tiny_tgz, tmp_path):
+    "fastcifar skips torchvision at start (3 s); `show_results` and `plot_top_losses` load fastai's image versions on use."
+    code = f"""
+import sys, matplotlib; matplotlib.use('Agg')
+import matplotlib.pyplot as plt
+from fastai.interpret import ClassificationInterpretation
+from fastcifar.data import cifar_dls
+from fastcifar.train import seed_learner
+assert 'torchvision' not in sys.modules, 'importing fastcifar.train imported torchvision'
+learn = seed_learner(cifar_dls({str(tiny_tgz)!r}, bs=16, augment=False), precision='fp32', path={str(tmp_path)!r})
+learn.show_results(max_n=4)
+ClassificationInterpretation.from_learner(learn).plot_top_losses(4)
+print(len(plt.get_fignums()), 'torchvision' in sys.modules)
+"""
+    r = subprocess.run([sys.executable, '-c', code], capture_output=True, text=True, cwd=tmp_path)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.splitlines()[-1].split() == ['2', 'True']  # after fastai's progress bars: two figures drawn; fastai.vision.learner (and torchvision) loaded on use
