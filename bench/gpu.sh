@@ -25,7 +25,16 @@ run() {  # name, then train flags
 # PHASE=4 the faithful batch-path run again with the Net under torch.compile (`--compile`; its first epoch compiles),
 # and once with no DataLoader worker (since data.StackedDL a batch is one index into the stacked split: workers may
 # now only add pickling between processes).
-if [ "${PHASE:-1}" = 4 ]; then
+# PHASE=5 and 6: #19's ablation rows still short of two seeds (one change from `--recipe seed`, or one back from
+# `--recipe improved`), all six at once, seed 1 (PHASE=5) or seed 2 (PHASE=6), with --aug batch as the CPU ablation runs
+# and no worker (the batch path's split is stacked once). A run cut by the limit keeps its checkpoint: finish it with
+# `python -m fastcifar.train --out RUN --resume` anywhere.
+if [ "${PHASE:-1}" = 5 ] || [ "${PHASE:-1}" = 6 ]; then
+  s=$(( PHASE - 4 )); a="--aug batch --random-seed $s"; export LIMIT=${LIMIT:-560} WORKERS=0
+  run seed-ls0.1-seed$s --recipe seed --label-smoothing 0.1 $a & run seed-readme-aug-seed$s --recipe seed --aug-spec readme --cutout 16 $a &
+  run seed-cutout0-seed$s --recipe seed --cutout 0 $a & run improved-wd1e-4-seed$s --recipe improved --wd 1e-4 $a &
+  run improved-dropout0.05-seed$s --recipe improved --dropout 0.05 $a & run improved-albu2-seed$s --recipe improved --aug-spec albu2 $a &
+elif [ "${PHASE:-1}" = 4 ]; then
   LIMIT=280 WORKERS=15 run seed-batch-compiled-seed1 --recipe seed --aug batch --compile --random-seed 1
   LIMIT=280 WORKERS=0 run seed-batch-0workers-seed1 --recipe seed --aug batch --random-seed 1
 elif [ "${PHASE:-1}" = 3 ]; then

@@ -467,8 +467,11 @@ differ ({', '.join(f'`--{k.replace("_", "-")}`' for k in levers)}) should each a
 
 {_table(head, rows) if rows else 'No run of either recipe on this layout is committed yet.'}
 
-Not run yet: {say(missing)}. Rows with fewer than two runs: {say(short)}.
+Not run yet: {say(missing)}. Rows with fewer than two runs: {say(short)}.{_GPU_ABLATION if missing else ''}
 """
+
+_GPU_ABLATION = (' `bench/gpu.sh` runs these rows on a lent GPU, all at once, one seed a call (PHASE=5: seed 1, PHASE=6: '
+                 "seed 2); on this project's 2-core CPU each run takes one to two hours.")
 
 def report(runs=None, seed=..., search=None):
     "The text of results/README.md (`seed` None: without the seed's table); `search`: the `--valid holdout` runs."
