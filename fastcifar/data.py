@@ -2,8 +2,9 @@
 import cv2, os, random, numpy as np, albumentations as A
 import torch
 # fastai.vision.data, not fastai.vision.all: .all (through fastai.vision.augment, .models and .learner) imports
-# torchvision, whose package import loads its models, ops and torch._dynamo: 3 s of every start on a 2-core CPU, for
-# nothing fastcifar uses. fastai.vision.data still registers show_batch for images.
+# torchvision, whose package import loads its models, ops and torch._dynamo, for nothing fastcifar uses: 3 s of every
+# import of this module on a 2-core CPU (a training run still loads torch._dynamo when torch builds its optimizer).
+# fastai.vision.data registers show_batch for images.
 from fastai.vision.data import (DataBlock, TransformBlock, CategoryBlock, Categorize, ItemTransform, IndexSplitter,
                                IntToFloatTensor, Normalize, TensorImage, TensorCategory, TfmdDL, fa_collate)
 from .sources import CLASSES, DataError, load_cifar

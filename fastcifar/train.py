@@ -2,8 +2,8 @@
 
 `train()` reads top to bottom: settings, run folder, checkpoint, data, learner, callbacks, restore, fit, export.
 """
-import functools, importlib, os, pickle, platform, subprocess, sys, warnings, numpy as np, torch
-from functools import partial
+import importlib, os, pickle, platform, subprocess, sys, warnings, numpy as np, torch
+from functools import partial, wraps
 from pathlib import Path
 from torch import nn
 from fastcore.xtras import ContextManagers
@@ -32,15 +32,15 @@ __all__ = ['SCHEDULE', 'SETTINGS', 'RECIPES', 'TrainError', 'Interrupted', 'seed
 
 def _with_vision(f):
     "`f`, importing fastai.vision.learner when first called."
-    @functools.wraps(f)
+    @wraps(f)
     def _f(*args, **kwargs):
         import fastai.vision.learner  # noqa: F401 (registers the image versions)
         return f(*args, **kwargs)
     return _f
 
 # fastai registers the image versions of `learn.show_results()` and `interp.plot_top_losses()` in fastai.vision.learner,
-# which imports torchvision (3 s of every start: see fastcifar.data). fastcifar imports it on first use instead, so both
-# work on a fastcifar Learner as they would after `from fastai.vision.all import *`.
+# which imports torchvision (see fastcifar.data). fastcifar imports it on first use instead, so both work on a fastcifar
+# Learner as they would after `from fastai.vision.all import *`.
 for _cls, _name in ((Learner, 'show_results'), (Interpretation, 'plot_top_losses')):
     setattr(_cls, _name, _with_vision(getattr(_cls, _name)))
 
@@ -122,7 +122,7 @@ def seed_learner(dls, model=None, wd=1e-4, precision='auto', path='.', channels_
 
 def _versions():
     import fastai, albumentations, fastcore
-    from importlib.metadata import version  # torchvision's version without importing it (3 s: see fastcifar.data)
+    from importlib.metadata import version  # torchvision's version without importing it (see fastcifar.data)
     return dict(python=platform.python_version(), torch=torch.__version__, torchvision=version('torchvision'),
                 fastai=fastai.__version__, fastcore=fastcore.__version__, albumentations=albumentations.__version__)
 
