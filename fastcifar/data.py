@@ -1,18 +1,35 @@
 """CIFAR-10 as fastai DataLoaders: a DataBlock with the seed's augmentation, run by albumentations per item or per batch."""
 import cv2, os, random, numpy as np, albumentations as A
 import torch
+from functools import wraps
 # fastai.vision.data, not fastai.vision.all: .all (through fastai.vision.augment, .models and .learner) imports
 # torchvision, whose package import loads its models, ops and torch._dynamo, for nothing fastcifar uses: 3 s of every
 # import of this module on a 2-core CPU (a training run still loads torch._dynamo when torch builds its optimizer).
-# fastai.vision.data registers show_batch for images.
+# fastai.vision.data registers show_batch for images; the rest of what .all gave is restored below, on first use.
 from fastai.vision.data import (DataBlock, TransformBlock, CategoryBlock, Categorize, ItemTransform, IndexSplitter,
                                IntToFloatTensor, Normalize, TensorImage, TensorCategory, TfmdDL, fa_collate)
+from fastai.learner import Learner
+from fastai.interpret import Interpretation
 from .sources import CLASSES, DataError, load_cifar
 from .images import SIZE
 from .augment import batch_augs, AlternatingFlip
 
 __all__ = ['STATS', 'MEAN_FILL', 'SIZE', 'AUGS', 'SEED_AUG', 'aug_spec', 'albumentations_pipeline', 'GetImage', 'GetLabel', 'LabelIndex', 'seed_augs', 'AlbumentationsTransform', 'StackedDL', 'FLIPS', 'HOLDOUT', 'cifar_items',
            'cifar_block', 'cifar_dls']
+
+def _with_vision(f):
+    "`f`, importing fastai.vision.learner when first called."
+    @wraps(f)
+    def _f(*args, **kwargs):
+        import fastai.vision.learner  # noqa: F401 (registers the image versions)
+        return f(*args, **kwargs)
+    return _f
+
+# fastai registers the image versions of `learn.show_results()` and `interp.plot_top_losses()` in fastai.vision.learner,
+# which imports torchvision: this module imports it on their first call instead, so both work on any Learner of these
+# DataLoaders as they would after `from fastai.vision.all import *`.
+for _cls, _name in ((Learner, 'show_results'), (Interpretation, 'plot_top_losses')):
+    setattr(_cls, _name, _with_vision(getattr(_cls, _name)))
 
 STATS = ([0.4914, 0.4822, 0.4465], [0.2023, 0.1994, 0.2010])  # the seed's normalisation (mean, std)
 MEAN_FILL = tuple(round(255*m) for m in STATS[0])             # cutout fill: the data set mean, in pixels

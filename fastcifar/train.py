@@ -3,7 +3,7 @@
 `train()` reads top to bottom: settings, run folder, checkpoint, data, learner, callbacks, restore, fit, export.
 """
 import importlib, os, pickle, platform, subprocess, sys, warnings, numpy as np, torch
-from functools import partial, wraps
+from functools import partial
 from pathlib import Path
 from torch import nn
 from fastcore.xtras import ContextManagers
@@ -15,7 +15,6 @@ from fastai.torch_core import set_seed, default_device, rank_distrib, trainable_
 from fastai.callback.schedule import fit_one_cycle  # noqa: F401 (patches Learner)
 from fastai.callback.channelslast import ChannelsLast
 from fastai.callback.fp16 import MixedPrecision
-from fastai.interpret import Interpretation
 from .model import Net, n_params, MODEL_VERSION
 from .data import cifar_dls
 from .augment import BatchAug
@@ -29,20 +28,6 @@ from .distributed import world_size, setup, rank0_first, from_rank0, data_parall
 
 __all__ = ['SCHEDULE', 'SETTINGS', 'RECIPES', 'TrainError', 'Interrupted', 'seed_opt', 'fit_seed_cycle', 'get_model',
            'pick_precision', 'wd_groups', 'seed_learner', 'cpu_name', 'train', 'main']
-
-def _with_vision(f):
-    "`f`, importing fastai.vision.learner when first called."
-    @wraps(f)
-    def _f(*args, **kwargs):
-        import fastai.vision.learner  # noqa: F401 (registers the image versions)
-        return f(*args, **kwargs)
-    return _f
-
-# fastai registers the image versions of `learn.show_results()` and `interp.plot_top_losses()` in fastai.vision.learner,
-# which imports torchvision (see fastcifar.data). fastcifar imports it on first use instead, so both work on a fastcifar
-# Learner as they would after `from fastai.vision.all import *`.
-for _cls, _name in ((Learner, 'show_results'), (Interpretation, 'plot_top_losses')):
-    setattr(_cls, _name, _with_vision(getattr(_cls, _name)))
 
 class TrainError(ValueError):
     "A bad training argument, run folder or checkpoint: the message is one line saying what to do."

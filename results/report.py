@@ -435,6 +435,9 @@ def _one_change(name, k, v):
     "Recipe `name` with setting `k` at `v`, resolved as a run records it (a cutout of None: the augmentation's own holes)."
     return _as_run(dict(_RECIPES[name], **{k: v}))
 
+_GPU_ABLATION = (' `bench/gpu.sh` runs these rows on a lent GPU, all at once, one seed a call (PHASE=5: seed 1, PHASE=6: '
+                 "seed 2); on this project's 2-core CPU each run takes one to two hours.")
+
 def ablation_section(gs, version=None):
     "One change at a time from the faithful recipe and back from the improved one, each on the Net's current layout."
     from fastcifar.model import MODEL_VERSION
@@ -469,9 +472,6 @@ differ ({', '.join(f'`--{k.replace("_", "-")}`' for k in levers)}) should each a
 
 Not run yet: {say(missing)}. Rows with fewer than two runs: {say(short)}.{_GPU_ABLATION if missing else ''}
 """
-
-_GPU_ABLATION = (' `bench/gpu.sh` runs these rows on a lent GPU, all at once, one seed a call (PHASE=5: seed 1, PHASE=6: '
-                 "seed 2); on this project's 2-core CPU each run takes one to two hours.")
 
 def report(runs=None, seed=..., search=None):
     "The text of results/README.md (`seed` None: without the seed's table); `search`: the `--valid holdout` runs."
