@@ -93,6 +93,21 @@ def test_frac_is_the_fraction_of_every_class_seeded():
     assert all(np.array_equal(p[0], q[0]) for p, q in zip(a, b))  # the same subset every time
     with pytest.raises(DataError, match='--frac 0.01 keeps no training image of class airplane'): cifar_items(c, 0.01)
 
+class _Unprintable(np.ndarray):
+    def __repr__(self): raise AssertionError('an image array was printed')
+
+def test_building_the_loaders_prints_no_image(monkeypatch):
+    "fastai's DataBlock formats its source into a message, verbose or not: the items print as their count, not 60,000 arrays"
+    from fastcifar.sources import Cifar
+    x, y, xt, yt = synthetic_arrays(10, 4)
+    c = Cifar(x.view(_Unprintable), y, xt.view(_Unprintable), yt, CLASSES, 'syn')
+    items, _ = cifar_items(c)
+    assert repr(items) == 'Items(140 (image, class) pairs)' and isinstance(items[0][0], _Unprintable)
+    for executor in ('albumentations', 'batch'):
+        dls = cifar_dls(data=c, bs=16, seed=0, executor=executor)
+        xb, yb = dls.one_batch()
+        assert xb.shape == (16, 3, 32, 32) and len(dls.train_ds) == 100 and len(dls.valid_ds) == 40
+
 def _only(aug, i):
     "The augmentation with only its i-th transform, always applied."
     t = aug.transforms[i]; t.p = 1.
