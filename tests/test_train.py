@@ -1,4 +1,4 @@
-import csv, json, math, os, signal, subprocess, sys, time, numpy as np, pytest, torch
+import csv, json, math, os, signal, subprocess, sys, threading, time, numpy as np, pytest, torch
 from safetensors.torch import load_file
 from pathlib import Path
 from PIL import Image
@@ -18,6 +18,18 @@ FILES = ('history.csv', 'curves.png', 'confusion_matrix.png', 'results.json', 'm
 def cli(*args, **kw):
     return subprocess.run([sys.executable, '-m', 'fastcifar.train', *map(str, args)], capture_output=True, text=True,
                           cwd=kw.pop('cwd', ROOT), **kw)
+
+def run_main(capsys, *args):
+    """`main(args)` in this process, ended as `python -m fastcifar.train` would be: its status, stdout and stderr. Python
+    prints a `sys.exit(message)` to stderr with status 1; `test_bad_flag_on_the_command_line` holds that for a real
+    process, and the other faults are checked here, without the 8-12 s of imports a fresh process costs each."""
+    from fastcifar.train import main
+    capsys.readouterr()
+    try: main([str(a) for a in args]); code = 0
+    except SystemExit as e: code = e.code
+    out, err = capsys.readouterr()
+    if isinstance(code, str): err, code = err + code + '\n', 1
+    return subprocess.CompletedProcess(args, code or 0, out, err)
 
 def read_history(out):
     with open(out/'history.csv') as f: return list(csv.DictReader(f))
@@ -207,10 +219,10 @@ def test_bad_flag_on_the_command_line(tiny_tgz, tmp_path):
     r = cli('--data', tiny_tgz, '--out', tmp_path/'r', '--epochs', 1, '--bs', 0)
     assert r.returncode == 1 and r.stderr.strip() == 'fastcifar.train: error: --bs 0: must be 1 or more'
 
-def test_existing_run_is_never_overwritten(run2, tiny_tgz):
+def test_existing_run_is_never_overwritten(run2, tiny_tgz, capsys):
     out, _ = run2
     before = {f: (out/f).read_bytes() for f in FILES}
-    r = cli('--data', tiny_tgz, '--out', out, '--epochs', 1)
+    r = run_main(capsys, '--data', tiny_tgz, '--out', out, '--epochs', 1)
     assert r.returncode != 0 and 'already holds a run' in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert {f: (out/f).read_bytes() for f in FILES} == before
 
@@ -224,21 +236,25 @@ def _weights(out): return torch.load(out/'checkpoint.pth', weights_only=True)['m
 @pytest.mark.parametrize('extra', [(), ('--aug', 'batch'), ('--warmup', '0.5', '--no-wd-bn-bias', '--ema', '0.9'),
                                    ('--aug', 'batch', '--flip', 'alternate')],
                          ids=['albumentations', 'batch', 'ema-two-param-groups-warmup', 'alternating-flips'])
-def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path, extra):
+def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path, extra, capsys):
     args = ('--data', tiny_tgz, '--epochs', 4, '--bs', 16) + extra
-    full = tmp_path/'full'
-    r = cli(*args, '--out', full)
+    full, cut = tmp_path/'full', tmp_path/'cut'
+    # the run to cut starts first, in its own process, and a thread kills it once into its second epoch; the uncut run
+    # trains here meanwhile, while that process is still importing
+    p = subprocess.Popen([sys.executable, '-m', 'fastcifar.train', *map(str, args), '--out', str(cut)], cwd=ROOT,
+                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    def kill_in_second_epoch():
+        while not (cut/'checkpoint.pth').exists() and p.poll() is None: time.sleep(0.01)
+        time.sleep(0.3)
+        p.send_signal(signal.SIGKILL)
+    killer = threading.Thread(target=kill_in_second_epoch); killer.start()
+    try: r = run_main(capsys, *args, '--out', full)
+    finally: killer.join(); p.wait()
     assert r.returncode == 0
     # output to a file: one line an epoch ([epoch, train loss, train acc, test loss, test acc, time]), no progress bar
     assert '█' not in r.stdout + r.stderr and [l[:3] for l in r.stdout.splitlines()] == ['[0,', '[1,', '[2,', '[3,']
-    cut = tmp_path/'cut'
-    p = subprocess.Popen([sys.executable, '-m', 'fastcifar.train', *map(str, args), '--out', str(cut)], cwd=ROOT,
-                         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    ck = cut/'checkpoint.pth'
-    while not ck.exists() and p.poll() is None: time.sleep(0.01)
-    time.sleep(0.3)  # into the second epoch
-    p.send_signal(signal.SIGKILL); p.wait()
     assert p.returncode == -signal.SIGKILL and not (cut/'results.json').exists()
+    ck = cut/'checkpoint.pth'
     done = torch.load(ck, weights_only=True)['epoch'] + 1
     assert 1 <= done < 4
     r = cli('--out', cut, '--resume')
@@ -262,8 +278,8 @@ def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path, extra):
         assert not all(torch.equal(shipped[k], b[k]) for k in shipped if shipped[k].is_floating_point())
     assert [r['test_accuracy'] for r in rows] == [r['test_accuracy'] for r in read_history(full)]
 
-def test_resume_without_checkpoint_is_an_error(tmp_path):
-    r = cli('--out', tmp_path/'none', '--resume')
+def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
+    r = run_main(capsys, '--out', tmp_path/'none', '--resume')
     assert r.returncode != 0 and 'no checkpoint' in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 def test_real_data_two_epochs_on_a_tenth(shared_data, tmp_path):
@@ -302,7 +318,7 @@ def _one_line(r, *words):
     for w in words: assert w in err, (w, err)
     return err
 
-def test_a_crafted_checkpoint_runs_no_code(tiny_tgz, tmp_path):
+def test_a_crafted_checkpoint_runs_no_code(tiny_tgz, tmp_path, capsys):
     out = tmp_path/'r'
     train(tiny_tgz, out, epochs=1, bs=32, show=False)
     pwned = tmp_path/'pwned'
@@ -312,17 +328,17 @@ def test_a_crafted_checkpoint_runs_no_code(tiny_tgz, tmp_path):
     ck['config'] = Evil()
     import pickle
     with open(out/'checkpoint.pth', 'wb') as f: pickle.dump(ck, f)
-    r = cli('--out', out, '--resume')
+    r = run_main(capsys, '--out', out, '--resume')
     _one_line(r, 'cannot resume from', 'checkpoint.pth')
     assert not pwned.exists()
 
 @pytest.mark.parametrize('damage', ['truncated', 'garbage'])
-def test_a_damaged_checkpoint_is_one_line(tiny_tgz, tmp_path, damage):
+def test_a_damaged_checkpoint_is_one_line(tiny_tgz, tmp_path, damage, capsys):
     out = tmp_path/'r'
     train(tiny_tgz, out, epochs=1, bs=32, show=False)
     data = (out/'checkpoint.pth').read_bytes()
     (out/'checkpoint.pth').write_bytes(data[:len(data)//2] if damage == 'truncated' else b'not a checkpoint at all')
-    _one_line(cli('--out', out, '--resume'), 'cannot resume from', '--overwrite')
+    _one_line(run_main(capsys, '--out', out, '--resume'), 'cannot resume from', '--overwrite')
 
 def test_a_checkpoint_of_another_model_is_one_line(tiny_tgz, tmp_path):
     out = tmp_path/'r'
@@ -355,8 +371,8 @@ def test_resume_of_a_run_made_before_the_recipes_were_renamed(tiny_tgz, tmp_path
     assert json.loads((out/'results.json').read_text())['recipe'] == 'seed'
     with pytest.raises(TrainError, match='--recipe seed-readme differs'): train(None, out, resume=True, recipe='seed-readme')
 
-def test_divergence_fails_and_writes_no_results(tiny_tgz, tmp_path):
-    r = cli('--data', tiny_tgz, '--out', tmp_path/'r', '--epochs', 2, '--bs', 32, '--lr', '1e4', '--precision', 'fp32')
+def test_divergence_fails_and_writes_no_results(tiny_tgz, tmp_path, capsys):
+    r = run_main(capsys, '--data', tiny_tgz, '--out', tmp_path/'r', '--epochs', 2, '--bs', 32, '--lr', '1e4', '--precision', 'fp32')
     _one_line(r, 'NaN or infinite')
     names = {p.name for p in (tmp_path/'r').iterdir()}
     assert not names & {'results.json', 'model.pkl', 'model.safetensors', 'model.json'}, names
@@ -414,9 +430,9 @@ def test_a_full_disk_is_one_line_and_keeps_the_checkpoint(tiny_tgz, tmp_path, mo
         train(tiny_tgz, out, epochs=3, bs=32, show=False)
     assert torch.load(out/'checkpoint.pth', weights_only=True)['epoch'] == 0
 
-def test_a_last_batch_of_one_for_batchnorm_is_one_line(tiny_tgz, tmp_path):
+def test_a_last_batch_of_one_for_batchnorm_is_one_line(tiny_tgz, tmp_path, capsys):
     # 200 training images at --bs 199: the last batch holds one image, which BatchNorm1d cannot train on
-    r = cli('--data', tiny_tgz, '--out', tmp_path/'r', '--epochs', 1, '--bs', 199, '--model', 'tests.small_models:make_bn1d')
+    r = run_main(capsys, '--data', tiny_tgz, '--out', tmp_path/'r', '--epochs', 1, '--bs', 199, '--model', 'tests.small_models:make_bn1d')
     _one_line(r, 'a training batch of one image', '--bs')
 
 def test_a_model_callable_with_arguments_trains_and_exports(tiny_tgz, tmp_path):
