@@ -192,8 +192,8 @@ def test_precision_flags(tiny_tgz):
     l.fit(1, 1e-3)  # a bf16 epoch trains
     assert torch.isfinite(torch.tensor(l.recorder.values[-1][0]))
 
-def test_help_explains_each_flag():
-    r = cli('--help')
+def test_help_explains_each_flag(capsys):
+    r = run_main(capsys, '--help')
     assert r.returncode == 0
     for flag in ('--data', '--out', '--epochs', '--bs', '--lr', '--wd', '--random-seed', '--precision', '--workers', '--resume', '--model',
                  '--recipe', '--label-smoothing', '--dropout', '--cutout', '--aug-spec', '--overwrite', '--frac', '--ema',
