@@ -6,11 +6,11 @@ _FAULTS = '''
 import contextlib, resource, sys, torch
 from fastcifar.model import Net
 from fastcifar.memory import reuse_freed_memory
-from fastcifar.train import pick_precision
 if sys.argv[1] == 'on': assert reuse_freed_memory()
-# the step in the precision training picks here: bf16 autocast where the CPU has bf16, else fp32 (bf16 emulated on
-# an AVX2-only CPU takes some 250 MB a step in blocks above the mmap threshold, but `auto` never trains that way)
-amp = torch.autocast('cpu', dtype=torch.bfloat16) if pick_precision('auto', 'cpu') == 'bf16' else contextlib.nullcontext()
+# the step in the precision training picks here (argv[2], from `pick_precision('auto', 'cpu')` in the test, so that
+# this process imports no fastai): bf16 autocast where the CPU has bf16, else fp32 (bf16 emulated on an AVX2-only
+# CPU takes some 250 MB a step in blocks above the mmap threshold, but `auto` never trains that way)
+amp = torch.autocast('cpu', dtype=torch.bfloat16) if sys.argv[2] == 'bf16' else contextlib.nullcontext()
 torch.set_num_threads(1); torch.manual_seed(0)
 m = Net().to(memory_format=torch.channels_last)
 opt = torch.optim.SGD(m.parameters(), lr=0.01, momentum=0.9)
@@ -30,7 +30,9 @@ print(sorted(faults)[3])  # the median step: now and then a step still grows the
 @pytest.mark.skipif(sys.platform != 'linux', reason='glibc malloc and page-fault counts: Linux only')
 def test_cpu_steps_reuse_freed_memory():
     "After `reuse_freed_memory` a training step of 128 (in `--precision auto`'s choice) reuses the last step's memory: almost no fresh pages."
-    faults = {k: int(subprocess.run([sys.executable, '-c', _FAULTS, k], capture_output=True, text=True, check=True).stdout)
+    from fastcifar.train import pick_precision
+    precision = pick_precision('auto', 'cpu')
+    faults = {k: int(subprocess.run([sys.executable, '-c', _FAULTS, k, precision], capture_output=True, text=True, check=True).stdout)
               for k in ('off', 'on')}
     # about 100 MB of activations a step: 10,000-35,000 fresh 4-KB pages a step with glibc's defaults (seen here and
     # in CI, fewer on a loaded machine); with freed memory kept the median step takes 8 MB at most, a fifth at most

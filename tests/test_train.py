@@ -3,6 +3,7 @@ from safetensors.torch import load_file
 from pathlib import Path
 from PIL import Image
 from fastai.learner import load_learner
+from fastai.callback.training import ShortEpochCallback
 from fastcifar.data import cifar_dls
 from fastcifar.train import RECIPES, TrainError, fit_seed_cycle, seed_learner, train, pick_precision
 from fastcifar.recipe import DEFAULTS
@@ -189,8 +190,8 @@ def test_precision_flags(tiny_tgz):
     assert not any(isinstance(c, CPUAutocast) for c in seed_learner(dls, precision='fp32').cbs)
     with pytest.raises(TrainError, match='fp16 needs a CUDA GPU'): pick_precision('fp16', 'cpu')
     with pytest.raises(TrainError, match='unknown'): pick_precision('fp8', 'cpu')
-    l.fit(1, 1e-3)  # a bf16 epoch trains
-    assert torch.isfinite(torch.tensor(l.recorder.values[-1][0]))
+    l.fit(1, 1e-3, cbs=ShortEpochCallback(pct=0.01, short_valid=True))  # a bf16 step trains (one batch each way)
+    assert len(l.recorder.losses) == 1 and torch.isfinite(l.recorder.losses[0])
 
 def test_help_explains_each_flag(capsys):
     r = run_main(capsys, '--help')
@@ -233,9 +234,11 @@ def test_nan_loss_stops_with_a_clear_message(tiny_tgz, tmp_path):
 
 def _weights(out): return torch.load(out/'checkpoint.pth', weights_only=True)['model']
 
-@pytest.mark.parametrize('extra', [(), ('--aug', 'batch'), ('--warmup', '0.5', '--no-wd-bn-bias', '--ema', '0.9'),
-                                   ('--aug', 'batch', '--flip', 'alternate')],
-                         ids=['albumentations', 'batch', 'ema-two-param-groups-warmup', 'alternating-flips'])
+# each state a resume restores, once: the albumentations and the batch executor's random streams (the recipes' runs
+# use the batch one), and, together, the alternating flips' epoch, the EMA, the two parameter groups and the warm-up
+@pytest.mark.parametrize('extra', [(), ('--aug', 'batch'),
+                                   ('--warmup', '0.5', '--no-wd-bn-bias', '--ema', '0.9', '--aug', 'batch', '--flip', 'alternate')],
+                         ids=['albumentations', 'batch', 'alternating-flips-ema-two-param-groups-warmup'])
 def test_resume_after_sigkill_gives_the_same_weights(tiny_tgz, tmp_path, extra, capsys):
     args = ('--data', tiny_tgz, '--epochs', 4, '--bs', 16) + extra
     full, cut = tmp_path/'full', tmp_path/'cut'
@@ -282,12 +285,14 @@ def test_resume_without_checkpoint_is_an_error(tmp_path, capsys):
     r = run_main(capsys, '--out', tmp_path/'none', '--resume')
     assert r.returncode != 0 and 'no checkpoint' in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
-def test_real_data_two_epochs_on_a_tenth(shared_data, tmp_path):
-    # Measured on the shared JPEG copy (2026-11-26, this 2-core CPU, bf16): 2 epochs on every 10th image reached
-    # 35.2% (seed 42) and 33.9% (seed 1) test accuracy; chance is 10%. The threshold leaves about 10 points of margin.
-    train(shared_data, tmp_path/'smoke', epochs=2, frac=0.1, random_seed=42, show=False)
+def test_real_data_two_epochs_on_a_twentieth(shared_data, tmp_path):
+    # Measured on the shared JPEG copy: 2 epochs on every 20th image (2,500 training, 500 test images) reached 23.8%
+    # (seed 42), 25.2% (seed 1) and 20.4% (seed 2) test accuracy (2026-12-01, this 2-core CPU, AVX2, fp32; 43-47 s a
+    # run); chance is 10%, and its spread on 500 images about 1.3 points. On every 10th image (2026-11-26, bf16) the
+    # same reached 35.2% and 33.9% in twice the time.
+    train(shared_data, tmp_path/'smoke', epochs=2, frac=0.05, random_seed=42, show=False)
     res = json.loads((tmp_path/'smoke'/'results.json').read_text())
-    assert res['epochs'] == 2 and res['final_test_accuracy'] > 0.25
+    assert res['epochs'] == 2 and res['final_test_accuracy'] > 0.15
 
 def test_a_relative_out_folder_gets_every_file(tiny_tgz, tmp_path, monkeypatch):
     "--out runs/r, relative (as the README shows): the model files land in it, whole, not in runs/r/runs/r."
@@ -387,7 +392,7 @@ def test_ctrl_c_is_exit_130_and_resumable(tiny_tgz, tmp_path):
     assert p.returncode == 130 and err.splitlines() == [f'fastcifar.train: interrupted; resume with --resume --out {out}'], err[-2000:]
     assert torch.load(out/'checkpoint.pth', weights_only=True)['epoch'] >= 0
 
-def test_a_second_run_on_the_same_folder_is_refused(tiny_tgz, tmp_path):
+def test_a_second_run_on_the_same_folder_is_refused(tiny_tgz, tmp_path, capsys):
     out = tmp_path/'r'
     p = subprocess.Popen([sys.executable, '-m', 'fastcifar.train', '--data', str(tiny_tgz), '--out', str(out), '--epochs', '30',
                           '--bs', '16'], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -395,13 +400,9 @@ def test_a_second_run_on_the_same_folder_is_refused(tiny_tgz, tmp_path):
         # the marker is written once the folder is locked: no need to wait for an epoch
         while not (out/MARKER).exists() and p.poll() is None: time.sleep(0.02)
         assert p.poll() is None, 'the first run ended before the second could try its folder'
-        p.send_signal(signal.SIGSTOP)  # paused, it holds its lock and leaves the CPU to the three tries, made at once
-        tries = [subprocess.Popen([sys.executable, '-m', 'fastcifar.train', '--data', str(tiny_tgz), '--out', str(out),
-                                   '--epochs', '1', *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-                 for args in ((), ('--overwrite',), ('--resume',))]
-        for t in tries:
-            o, e = t.communicate(timeout=300)
-            _one_line(subprocess.CompletedProcess(t.args, t.returncode, o, e), 'another run is using')
+        p.send_signal(signal.SIGSTOP)  # paused, it holds its lock (another process's) while this one tries three ways
+        for args in ((), ('--overwrite',), ('--resume',)):
+            _one_line(run_main(capsys, '--data', tiny_tgz, '--out', out, '--epochs', 1, *args), 'another run is using')
     finally: p.kill(); p.wait()
 
 def test_overwrite_replaces_only_after_success(tiny_tgz, tmp_path, monkeypatch):
