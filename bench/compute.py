@@ -2,7 +2,7 @@
 import json, statistics, time, torch
 from fastcore.script import call_parse
 from fastcifar.model import Net
-from fastcifar.train import cpu_name
+from fastcifar.machine import cpu_name
 from fastcifar.memory import reuse_freed_memory
 
 def _sync(dev):

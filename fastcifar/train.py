@@ -24,6 +24,7 @@ from .files import RunFolder, RunFolderError, no_space
 from .export import ModelError, export
 from .callbacks import CPUAutocast, SmoothLossOnDevice, History, Checkpoint, RunArtefacts, NonFiniteLoss, ReleaseFreedMemory, WeightEMA, LoaderEpoch, set_rng_state
 from .memory import reuse_freed_memory
+from .machine import cpu_name
 from .distributed import world_size, setup, rank0_first, from_rank0, data_parallel
 
 __all__ = ['SCHEDULE', 'SETTINGS', 'RECIPES', 'TrainError', 'Interrupted', 'seed_opt', 'fit_seed_cycle', 'get_model',
@@ -120,20 +121,6 @@ def _commit():
         if c.returncode: return None
         return c.stdout.strip() + ('+dirty' if git('status', '--porcelain', '--untracked-files=no').stdout.strip() else '')
     except (OSError, subprocess.SubprocessError): return None
-
-# The widest matrix or vector unit a CPU flag names, widest first: it sets a CPU's speed and `--precision auto`'s choice,
-# and one model name may hide several ("AMD EPYC" here has been both AVX2 only and AVX-512 with bf16)
-_ISA = (('amx_bf16', 'AMX bf16'), ('avx512_bf16', 'AVX-512 bf16'), ('avx512f', 'AVX-512'), ('avx2', 'AVX2'))
-
-def cpu_name(cpuinfo='/proc/cpuinfo'):
-    "The CPU's model name and widest unit, from `cpuinfo` where there is one (platform's answer is often empty on Linux)."
-    try: lines = open(cpuinfo).read().splitlines()
-    except OSError: lines = []
-    field = lambda k: next((l.split(':', 1)[1].strip() for l in lines if l.split(':', 1)[0].strip() == k), None)
-    name = field('model name') or platform.processor() or platform.machine()
-    flags = set((field('flags') or '').split())
-    isa = next((v for k, v in _ISA if k in flags), None)
-    return f'{name} ({isa})' if isa else name
 
 def _device_name(dev):
     if torch.device(dev).type == 'cuda': return torch.cuda.get_device_name(torch.device(dev))

@@ -48,6 +48,10 @@ def test_memory_bench_times_both_settings_in_fresh_processes(tmp_path):
     off, on = (sum(res['faults_a_step'][m].values()) for m in ('off', 'on'))
     assert off > max(on, 1000), res['faults_a_step']
     assert r.stdout.count('step, ') == 2 and 'freed memory kept' in r.stdout
+    # each setting's process times the step alone: the machine's name and the step need no fastai
+    r = subprocess.run([sys.executable, '-c', 'import sys, bench.compute; print(sorted(m for m in sys.modules if m.split(".")[0] == "fastai"))'],
+                       capture_output=True, text=True, cwd=BENCH.parent, check=True)
+    assert r.stdout.strip() == '[]'
 
 def test_epoch_timer_counts_every_callback_inside_the_batch(tiny_tgz, tmp_path):
     "Data wait is the DataLoader's time alone: a slow `after_batch` callback counts inside the batch, not as waiting."

@@ -451,18 +451,19 @@ def test_a_model_callable_with_arguments_trains_and_exports(tiny_tgz, tmp_path):
                                         ('fpu fma avx avx2', 'Xeon (AVX2)'), ('fpu sse2', 'Xeon')])
 def test_cpu_name_says_the_widest_unit(tmp_path, flags, want):
     "Two CPUs of one model name but other units are two machines: timings are compared only within one."
-    from fastcifar.train import cpu_name
+    from fastcifar.machine import cpu_name
     f = tmp_path/'cpuinfo'
     f.write_text(f'processor\t: 0\nmodel name\t: Xeon\nflags\t\t: {flags}\n\nprocessor\t: 1\nmodel name\t: Xeon\nflags\t\t: {flags}\n')
     assert cpu_name(f) == want
 
 def test_cpu_name_without_cpuinfo_falls_back_to_platform(tmp_path):
     import platform
-    from fastcifar.train import cpu_name
+    from fastcifar.machine import cpu_name
     assert cpu_name(tmp_path/'absent') == (platform.processor() or platform.machine())
 
 def test_device_name_counts_threads():
-    from fastcifar.train import _device_name, cpu_name
+    from fastcifar.train import _device_name
+    from fastcifar.machine import cpu_name
     n = torch.get_num_threads()
     try:
         torch.set_num_threads(1); assert _device_name('cpu') == f'CPU: {cpu_name()}, 1 thread'
