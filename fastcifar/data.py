@@ -199,8 +199,8 @@ def cifar_items(data, frac=1.0, valid='test'):
 class Items(list):
     "A list of (image array, class name) items that prints as its length."
     # `DataBlock.datasets` formats its source into a message even when not verbose (`pv(f"Collecting items from
-    # {source}", verbose)`); a plain list (or fastcore's `L`) of 60,000 arrays printed in full took 40 s and more of
-    # every training start on a 2-core CPU.
+    # {source}", verbose)`); a plain list (or fastcore's `L`) of 60,000 arrays printed in full took 35 s of every
+    # training start on a 2-core AVX2 CPU, quiet (and more beside other work).
     def __repr__(self): return f'Items({len(self)} (image, class) pairs)'
 
 _EXECUTORS, FLIPS = ('albumentations', 'batch'), ('random', 'alternate')
