@@ -35,6 +35,7 @@ bench: $(VENV)/.installed
 	$(PY) -m bench.syncs $(if $(DATA),--data $(DATA)) --out bench/results/syncs_cpu.json
 	$(PY) -m bench.epoch $(if $(DATA),--data $(DATA))
 	$(PY) -m bench.precision $(if $(DATA),--data $(DATA))
+	$(PY) -m bench.startup $(if $(DATA),--data $(DATA)) --out bench/results/startup_cpu.json
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -53,6 +53,23 @@ def test_memory_bench_times_both_settings_in_fresh_processes(tmp_path):
                        capture_output=True, text=True, cwd=BENCH.parent, check=True)
     assert r.stdout.strip() == '[]'
 
+def test_startup_bench_times_each_phase_in_a_fresh_process(tiny_tgz, tmp_path):
+    "bench.startup: the seconds of each phase of a run's start, as a fresh process meets them, and their sum."
+    import subprocess, sys
+    from bench.startup import PHASES
+    out = tmp_path/'startup.json'
+    r = subprocess.run([sys.executable, '-m', 'bench.startup', '--data', str(tiny_tgz), '--rounds', '1', '--out', str(out)],
+                       capture_output=True, text=True, cwd=BENCH.parent)
+    assert r.returncode == 0, r.stderr[-2000:]
+    res = json.loads(out.read_text())
+    assert len(res['rounds']) == 1 and list(res['rounds'][0]) == list(PHASES) and all(v > 0 for v in res['rounds'][0].values())
+    assert res['median_s']['total'] == sum(res['rounds'][0].values()) and res['executor'] == 'batch'
+    assert [l.split()[0] for l in r.stdout.splitlines()[1:]] == [*PHASES, 'total'] and res['items'] == 'Items'
+    r = subprocess.run([sys.executable, '-m', 'bench.startup', '--data', str(tiny_tgz), '--items', 'tuple', '--out', str(out)],
+                       capture_output=True, text=True, cwd=BENCH.parent)
+    assert r.returncode == 1 and r.stderr.strip() == 'bench.startup: error: --items tuple: unknown; choose Items or list'
+    assert json.loads(out.read_text()) == res  # the earlier figures stay
+
 def test_epoch_timer_counts_every_callback_inside_the_batch(tiny_tgz, tmp_path):
     "Data wait is the DataLoader's time alone: a slow `after_batch` callback counts inside the batch, not as waiting."
     import time, torch
