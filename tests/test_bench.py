@@ -3,6 +3,15 @@ import json
 from pathlib import Path
 from bench.report import BENCH, speed_runs, speed_table, sync_readme
 
+def run_bench(tmp_path, name, *args):
+    "`python -m bench.<name> ARGS --out tmp_path/<name>.json` from the repo root: the finished process and its JSON."
+    import subprocess, sys
+    out = tmp_path/f'{name}.json'
+    r = subprocess.run([sys.executable, '-m', f'bench.{name}', *map(str, args), '--out', str(out)], capture_output=True,
+                       text=True, cwd=BENCH.parent)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r, json.loads(out.read_text())
+
 def test_readme_speed_table_is_generated():
     text = (BENCH/'README.md').read_text()
     assert text == sync_readme(text), 'bench/README.md is stale: run python -m bench.report'
@@ -34,11 +43,7 @@ def test_speed_table_quotes_each_run(tmp_path):
 def test_memory_bench_times_both_settings_in_fresh_processes(tmp_path):
     "bench.memory: each setting in its own process, in `--precision auto`'s choice; glibc's defaults page-fault far more a step than kept memory."
     import subprocess, sys
-    out = tmp_path/'memory.json'
-    r = subprocess.run([sys.executable, '-m', 'bench.memory', '--rounds', '1', '--steps', '3', '--out', str(out)],
-                       capture_output=True, text=True, cwd=BENCH.parent)
-    assert r.returncode == 0, r.stderr[-2000:]
-    res = json.loads(out.read_text())
+    r, res = run_bench(tmp_path, 'memory', '--rounds', 1, '--steps', 3)
     assert set(res['median_ms']) == {'off', 'on'} and all(v > 0 for m in res['median_ms'].values() for v in m.values())
     from fastcifar.train import pick_precision
     assert res['precision'] == pick_precision('auto', 'cpu')  # the step training runs here, not emulated bf16
@@ -57,11 +62,8 @@ def test_startup_bench_times_each_phase_in_a_fresh_process(tiny_tgz, tmp_path):
     "bench.startup: the seconds of each phase of a run's start, as a fresh process meets them, and their sum."
     import subprocess, sys
     from bench.startup import PHASES
+    r, res = run_bench(tmp_path, 'startup', '--data', tiny_tgz, '--rounds', 1)
     out = tmp_path/'startup.json'
-    r = subprocess.run([sys.executable, '-m', 'bench.startup', '--data', str(tiny_tgz), '--rounds', '1', '--out', str(out)],
-                       capture_output=True, text=True, cwd=BENCH.parent)
-    assert r.returncode == 0, r.stderr[-2000:]
-    res = json.loads(out.read_text())
     assert len(res['rounds']) == 1 and list(res['rounds'][0]) == list(PHASES) and all(v > 0 for v in res['rounds'][0].values())
     assert res['median_s']['total'] == sum(res['rounds'][0].values()) and res['executor'] == 'batch'
     assert [l.split()[0] for l in r.stdout.splitlines()[1:]] == [*PHASES, 'total'] and res['items'] == 'Items'
@@ -95,12 +97,7 @@ def test_epoch_timer_counts_every_callback_inside_the_batch(tiny_tgz, tmp_path):
 
 def test_syncs_bench_lists_the_host_reads_of_a_training_batch(tiny_tgz, tmp_path):
     "bench.syncs on the CPU: the reads of a faithful epoch's training batches, by where they are made, none of them fastai's loss."
-    import subprocess, sys
-    out = tmp_path/'syncs.json'
-    r = subprocess.run([sys.executable, '-m', 'bench.syncs', '--data', str(tiny_tgz), '--frac', '1', '--out', str(out)],
-                       capture_output=True, text=True, cwd=BENCH.parent)
-    assert r.returncode == 0, r.stderr[-2000:]
-    res = json.loads(out.read_text())
+    r, res = run_bench(tmp_path, 'syncs', '--data', tiny_tgz, '--frac', 1)
     assert res['batches'] == 2 and res['how'] == 'host-read calls (CPU)'  # 200 images at bs 128, the last batch partial
     assert set(res['per_site']) == {'__int__ at model.py:positions', '__bool__ at schedule.py:_inner', 'item at schedule.py:_inner'}
     assert res['per_site']['__int__ at model.py:positions'] == 8*2  # one draw per Dropout layer (8) a batch
