@@ -63,13 +63,14 @@ class RunFolder:
         if resume:
             if not p.is_dir() or not is_run(p): raise RunFolderError(f'--resume: no checkpoint in {p} (not a fastcifar run folder); start a new run without --resume')
             self._hold()
-            if not (p/'checkpoint.pth').is_file(): raise RunFolderError(f'--resume: no checkpoint in {p} (the run ended before its first epoch); start it again with --overwrite')
+            if not (p/'checkpoint.pth').is_file(): raise RunFolderError(f'--resume: no checkpoint in {p} (the run ended before its first epoch); start it again without --resume')
             return
         if not p.is_dir(): p.mkdir(parents=True, exist_ok=True); self.created = True
         user = lambda: _contents(p) and not is_run(p)  # a user's folder: never written into, never removed
         if user(): raise RunFolderError(f'--out {p} is not empty and not a fastcifar run folder; choose a new or empty folder')
         self._hold()  # then look again: another run may have finished in it since
-        if not _contents(p): self._mark(); return
+        # only the marker: a run killed before its first epoch wrote nothing there, so starting again loses nothing
+        if _contents(p) <= {MARKER}: self._mark(); return
         if user(): raise RunFolderError(f'--out {p} is not empty and not a fastcifar run folder; choose a new or empty folder')
         if not overwrite: raise RunFolderError(f'run folder {p} already holds a run; pass --resume to continue it, --overwrite to replace it, or another --out')
         # the old run is not in use: move it aside, and keep it until the new run has finished

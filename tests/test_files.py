@@ -6,6 +6,7 @@ from fastcifar.files import MARKER, RunFolder, RunFolderError, atomic_write, is_
 def test_new_folder_is_marked_and_locked(tmp_path):
     with RunFolder(tmp_path/'a'/'run') as f:
         assert f.path == tmp_path/'a'/'run' and (f.path/MARKER).is_file() and is_run(f.path)
+        (f.path/'history.csv').write_text('epoch\n0\n')
         with pytest.raises(RunFolderError, match='another run is using'): RunFolder(f.path, overwrite=True)
         with pytest.raises(RunFolderError, match='another run is using'): RunFolder(f.path)
     with pytest.raises(RunFolderError, match='already holds a run'): RunFolder(tmp_path/'a'/'run')  # lock released, still a run
@@ -52,7 +53,16 @@ def test_folders_without_out_never_collide(tmp_path):
 def test_resume_needs_a_run_and_its_checkpoint(tmp_path):
     with pytest.raises(RunFolderError, match='no checkpoint'): RunFolder(tmp_path/'none', resume=True)
     with RunFolder(tmp_path/'r'): pass
-    with pytest.raises(RunFolderError, match='no checkpoint in'): RunFolder(tmp_path/'r', resume=True)
+    with pytest.raises(RunFolderError, match=r'no checkpoint in .* start it again without --resume'): RunFolder(tmp_path/'r', resume=True)
+
+def test_a_run_killed_before_its_first_epoch_starts_again(tmp_path):
+    "A folder holding only its run's marker lost nothing: a new run takes it without --overwrite, and sets nothing aside."
+    RunFolder(tmp_path/'r').close()  # the process was killed before it wrote anything
+    with RunFolder(tmp_path/'r') as f:
+        assert f.aside is None and sorted(p.name for p in f.path.iterdir()) == sorted(['.lock', MARKER])
+        (f.path/'history.csv').write_text('epoch\n0\n')
+    with pytest.raises(RunFolderError, match='already holds a run'): RunFolder(tmp_path/'r')  # once it wrote, it is kept
+    assert sorted(p.name for p in tmp_path.iterdir()) == ['r'] and (tmp_path/'r'/'history.csv').read_text() == 'epoch\n0\n'
 
 def test_read_only_out_is_one_line(tmp_path, monkeypatch):
     ro = tmp_path/'ro'; ro.mkdir(); ro.chmod(0o500)
