@@ -3,9 +3,11 @@
 training batch. `python -m bench.startup --data PATH`.
 
 A slow phase here is paid by every run, resume and seed: the DataLoaders' phase once took 35 s of each start on a
-2-core CPU (fastai's DataBlock printed every item into a message nobody saw; `data.Items`).
+2-core CPU (fastai's DataBlock printed every item into a message nobody saw; `data.Items`). `--cold` gives each process
+an empty cache: its data phase is a first run's, reading and decoding the source (`--archive extract`: an archive
+extracted to disk and decoded in one process, as fastcifar did before it read archives in memory).
 """
-import json, statistics, subprocess, sys, time
+import json, os, shutil, statistics, subprocess, sys, tempfile, time
 from fastcore.script import call_parse
 from fastcifar.machine import cpu_name
 
@@ -22,6 +24,13 @@ if sys.argv[3] == 'list':  # the items as a plain list, as before `data.Items`: 
     import fastcifar.data as D
     items = D.cifar_items
     D.cifar_items = lambda *a, **k: (lambda i, v: (list(i), v))(*items(*a, **k))
+if sys.argv[4] == 'extract':  # the archive extracted to the cache, then decoded in this process alone, as before
+    import fastcifar.sources as S
+    S._PARALLEL = float('inf')
+    def _decode_archive(arch):
+        kind, d = S.find_cifar(S.extract(arch), desc=arch)
+        return S._decode_folder(S._folder_files(d)[0]) if kind == 'folder' else S._decode_pickles(d)
+    S._decode_archive = _decode_archive
 data = load_cifar(sys.argv[1] or None)
 t.append(time.perf_counter())
 dls = T.cifar_dls(data=data, bs=128, executor=sys.argv[2], seed=42)
@@ -34,9 +43,13 @@ t.append(time.perf_counter())
 print(json.dumps(dict(zip(%r, (b - a for a, b in zip(t, t[1:]))))))
 ''' % (PHASES,)
 
-def one(data, executor, items='Items'):
-    "The phases' seconds of one fresh process."
-    r = subprocess.run([sys.executable, '-c', _ONE, data or '', executor, items], capture_output=True, text=True)
+def one(data, executor, items='Items', cold=False, archive='memory'):
+    "The phases' seconds of one fresh process (`cold`: with an empty cache of its own, removed after)."
+    env = dict(os.environ)
+    if cold: env['FASTCIFAR_CACHE'] = cache = tempfile.mkdtemp(prefix='fastcifar-cold-')
+    try: r = subprocess.run([sys.executable, '-c', _ONE, data or '', executor, items, archive], capture_output=True, text=True, env=env)
+    finally:
+        if cold: shutil.rmtree(cache, ignore_errors=True)
     if r.returncode: sys.exit(f'bench.startup: error: the measuring process failed: {(r.stderr.strip().splitlines() or ["?"])[-1]}')
     return json.loads(r.stdout.strip().splitlines()[-1])
 
@@ -45,14 +58,18 @@ def main(data:str=None,        # CIFAR-10 source (archive, folder, pickles), as 
          rounds:int=3,         # fresh processes; the first may decode the data into the cache
          executor:str='batch', # the augmentation executor: batch or albumentations
          items:str='Items',    # the DataBlock's source: Items (fastcifar's) or list (a plain list, as before)
+         cold:bool=False,      # each process with an empty cache: the data phase reads and decodes the source
+         archive:str='memory', # with --cold, an archive: memory (read in one pass, decoded on every core) or extract (as before)
          out:str=None):        # JSON file to write the figures to
     "Seconds of each phase of a training run's start, median over fresh processes after the first."
     if items not in ('Items', 'list'): sys.exit(f'bench.startup: error: --items {items}: unknown; choose Items or list')
-    runs = [one(data, executor, items) for _ in range(rounds)]
+    if archive not in ('memory', 'extract'): sys.exit(f'bench.startup: error: --archive {archive}: unknown; choose memory or extract')
+    runs = [one(data, executor, items, cold, archive) for _ in range(rounds)]
     later = runs[1:] or runs
-    res = dict(date=time.strftime('%Y-%m-%d %H:%M'), cpu=cpu_name(), data=data, executor=executor, items=items, rounds=runs,
-               median_s={p: statistics.median(r[p] for r in later) for p in PHASES})
+    res = dict(date=time.strftime('%Y-%m-%d %H:%M'), cpu=cpu_name(), data=data, executor=executor, items=items, cold=cold,
+               archive=archive, rounds=runs, median_s={p: statistics.median(r[p] for r in later) for p in PHASES})
     res['median_s']['total'] = sum(res['median_s'][p] for p in PHASES)
-    print(f"{res['date']}  {res['cpu']}; {executor} executor, the items as {items}; median of {len(later)} fresh processes (of {rounds})")
+    cache = f"an empty cache each (an archive: {'read in memory' if archive == 'memory' else 'extracted, as before'})" if cold else 'the cache'
+    print(f"{res['date']}  {res['cpu']}; {executor} executor, the items as {items}, data from {cache}; median of {len(later)} fresh processes (of {rounds})")
     for p in PHASES + ('total',): print(f"{p:12} {res['median_s'][p]:7.2f} s")
     if out: open(out, 'w').write(json.dumps(res, indent=2) + '\n')

@@ -38,7 +38,7 @@ def barrier():
 
 @contextmanager
 def rank0_first():
-    "Run the block on rank 0, then on the other ranks (rank 0 downloads, extracts and caches the data once)."
+    "Run the block on rank 0, then on the other ranks (rank 0 downloads, decodes and caches the data once)."
     if rank_distrib(): barrier()
     yield
     if not rank_distrib(): barrier()

@@ -1,7 +1,7 @@
 "Turn any real copy of CIFAR-10 (fastai folder, .tgz, original pickles, `URLs.CIFAR`) into decoded arrays, once, cached"
 __all__ = ['CLASSES', 'DataError', 'Cifar', 'cache_root', 'find_cifar', 'extract', 'load_cifar']
 
-import hashlib, os, pickle, re, shutil, socket, tarfile, warnings, zlib
+import hashlib, io, lzma, os, pickle, posixpath, re, shutil, socket, tarfile, warnings, zlib
 from dataclasses import dataclass
 from pathlib import Path
 import numpy as np
@@ -48,12 +48,13 @@ class Cifar:
     def __repr__(self): return f'Cifar({len(self.x_train)} train, {len(self.x_test)} test, source={self.source!r})'
 
 def cache_root():
-    "Where extracted archives and decoded arrays go: env FASTCIFAR_CACHE, else fastai's data folder/'fastcifar'"
+    "Where decoded arrays (and `extract`'s folders) go: env FASTCIFAR_CACHE, else fastai's data folder/'fastcifar'"
     e = os.environ.get('FASTCIFAR_CACHE')
     return Path(e).expanduser() if e else _fastai('fastai_cfg')().path('data')/'fastcifar'
 
 def _ls(d):
-    "Sorted non-hidden entries of folder `d`"
+    "Sorted non-hidden entries of folder `d` (on disk, or `_InArchive`)"
+    if isinstance(d, _InArchive): return [e for e in d.scandir() if not e.name.startswith('.')]
     with os.scandir(d) as it: return sorted((e for e in it if not e.name.startswith('.')), key=lambda e: e.name)
 
 def _kind(d):
@@ -65,13 +66,13 @@ def _kind(d):
 def find_cifar(p, desc=None):
     "(kind, folder) of the CIFAR-10 copy in `p` or one level down"
     if k := _kind(p): return k, p
-    subs = [Path(e.path) for e in _ls(p) if e.is_dir()]
+    subs = [p/e.name for e in _ls(p) if e.is_dir()]
     hits = [(k,o) for o in subs if (k := _kind(o))]
     if len(hits) == 1: return hits[0]
     where = desc or p
     if len(hits) > 1:
         raise DataError(f'several CIFAR-10 copies in {where}: {", ".join(str(o) for _,o in hits)}; pass one of them')
-    if not _ls(p): raise DataError(f'empty folder: {where}; {_HELP}')
+    if not _ls(p): raise DataError(f'empty {"archive" if isinstance(p, _InArchive) else "folder"}: {where}; {_HELP}')
     raise DataError(f'no CIFAR-10 data in {where}: expected train/<class>/ and test/<class>/ image folders, '
                     f'the cifar-10-batches-py pickles, or one folder holding either; {_HELP}')
 
@@ -99,10 +100,10 @@ def _folder_files(root):
         res[split] = files, np.array(labels, np.int64)
     return res, stamp.hexdigest()
 
-def _read_img(f):
-    "uint8 (32,32,3) RGB pixels of image file `f`"
+def _read_img(f, data=None):
+    "uint8 (32,32,3) RGB pixels of image file `f`, or of its bytes `data` (read from an archive: `f` names it)"
     try:
-        with Image.open(f) as im: return np.asarray(to_rgb32(im))
+        with Image.open(f if data is None else io.BytesIO(data)) as im: return np.asarray(to_rgb32(im))
     except UnidentifiedImageError:
         raise DataError(f'not an image file: {f}; only images may sit in the class folders, remove it') from None
     except Image.DecompressionBombError as e:
@@ -110,14 +111,29 @@ def _read_img(f):
     except (OSError, SyntaxError, ValueError) as e:
         raise DataError(f'unreadable or truncated image: {f} ({e}); replace or remove it') from None
 
+_PARALLEL = 4096  # images from which decoding is split across the CPU's cores: fewer decode sooner than processes start
+
+def _decode_chunk(items):
+    "uint8 (N,32,32,3) of `items`: (file, its bytes or None) pairs, decoded in order"
+    x = np.empty((len(items),SIZE,SIZE,3), np.uint8)
+    for i,(f,data) in enumerate(items): x[i] = _read_img(f, data)
+    return x
+
+def _decode_images(items):
+    "`_decode_chunk(items)`, in one worker process a core when there are many (each image is a few Python calls)"
+    if len(items) < _PARALLEL: return _decode_chunk(items)
+    from fastcore.parallel import num_cpus, parallel
+    if (n := min(num_cpus() or 1, 8)) < 2: return _decode_chunk(items)
+    k = -(-len(items)//n)  # contiguous chunks, results in order: an error names the first bad image, as one process would
+    return np.concatenate(parallel(_decode_chunk, [items[i:i+k] for i in range(0, len(items), k)], n_workers=n))
+
 def _decode_folder(files):
-    "Decoded arrays of `_folder_files` output, one image at a time with PIL"
+    "Decoded arrays of `_folder_files` output (files on disk or in an archive)"
     res = []
     for split in ('train','test'):
         fs, y = files[split]
-        x = np.empty((len(fs),SIZE,SIZE,3), np.uint8)
-        for i,f in enumerate(fs): x[i] = _read_img(f)
-        res += [x, y]
+        # an archive's bytes travel with their names: worker processes get the images, never the whole archive
+        res += [_decode_images([(str(f), f.data()) if isinstance(f, _InArchive) else (f, None) for f in fs]), y]
     return tuple(res)
 
 class _DataUnpickler(pickle.Unpickler):
@@ -132,7 +148,8 @@ class _DataUnpickler(pickle.Unpickler):
 def _read_pickle(f):
     "Dict stored in a CIFAR-10 pickle `f` (Python 2 file: bytes keys, read as str), plain data only"
     try:
-        with open(f, 'rb') as fh: d = _DataUnpickler(fh, encoding='bytes').load()  # encoding as the CIFAR-10 page says
+        with (io.BytesIO(f.data()) if isinstance(f, _InArchive) else open(f, 'rb')) as fh:
+            d = _DataUnpickler(fh, encoding='bytes').load()  # encoding as the CIFAR-10 page says
     except Exception as e:
         raise DataError(f'unreadable pickle: {f} ({type(e).__name__}: {e}); get the cifar-10-batches-py files again') from None
     if not isinstance(d, dict): raise DataError(f'not a CIFAR-10 pickle: {f} holds a {type(d).__name__}, not a dict')
@@ -201,7 +218,7 @@ def _drop_stale(folder, prefix, keep):
         if o != keep and not o.name.startswith('.'): shutil.rmtree(o, ignore_errors=True) if o.is_dir() else o.unlink(missing_ok=True)
 
 def extract(arch):
-    "Folder under `cache_root()` holding archive `arch` extracted, extracting it once, atomically"
+    "Folder under `cache_root()` holding archive `arch` extracted, extracting it once, atomically (`load_cifar` reads archives in memory; bench.inference times files on disk)"
     st = arch.stat()
     prefix = f'{_stem(arch)}-{_where(arch)}-'
     dest = cache_root()/'extracted'/f'{prefix}{st.st_size}-{st.st_mtime_ns}'
@@ -229,9 +246,58 @@ def extract(arch):
 
 def _is_archive(p): return p.name.lower().endswith(_ARCHIVES) or tarfile.is_tarfile(p)
 
+_MAX_ARCHIVE = 2 << 30  # bytes of files an archive may hold: every CIFAR-10 copy holds under 200 MB, in any format
+
+class _Archive:
+    "The members of a tar archive, read in one pass into memory: regular files' bytes, folders, and any other member"
+    def __init__(self, arch):
+        self.arch, self.files, self.kids, self.other = arch, {}, {'': {}}, set()
+        size = 0
+        try:
+            with tarfile.open(arch, 'r|*') as tf:  # a stream, read once: writing 60,000 files first took longer than decoding them
+                for m in tf:
+                    name = posixpath.normpath(m.name).lstrip('/')
+                    if name in ('', '.') or name.split('/')[0] == '..': continue  # never part of a CIFAR-10 layout
+                    if m.isfile():
+                        if (size := size + m.size) > _MAX_ARCHIVE:
+                            raise DataError(f'{arch} holds over {_MAX_ARCHIVE >> 30} GB of files, far more than any CIFAR-10 copy; pass the CIFAR-10 archive or folder itself')
+                        self.files[name] = tf.extractfile(m).read()
+                    elif not m.isdir(): self.other.add(name)  # links, devices: read without following them
+                    self._add(name, m.isdir())
+        except (tarfile.TarError, EOFError, zlib.error, lzma.LZMAError, OSError) as e:
+            if isinstance(e, OSError) and e.errno is not None: raise DataError(f'cannot read {arch} ({e}); check the file and its permissions') from None
+            raise DataError(f'truncated or corrupt archive: {arch} ({type(e).__name__}: {e}); get it again') from None
+    def _add(self, name, is_dir):
+        "Record `name` in its folder's entries, and its folders in theirs (an archive may list a file before its folders)"
+        while name:
+            parent, base = posixpath.split(name)
+            kids = self.kids.setdefault(parent, {})
+            if is_dir: self.kids.setdefault(name, {})
+            if base in kids: return
+            kids[base] = None; name, is_dir = parent, True
+
+class _InArchive:
+    "A path inside an `_Archive`, answering what `find_cifar`, `_folder_files` and the readers ask of a path on disk"
+    def __init__(self, archive, inner=''): self.archive, self.inner = archive, inner
+    def __truediv__(self, name): return _InArchive(self.archive, posixpath.join(self.inner, name) if self.inner else name)
+    def __str__(self): return posixpath.join(str(self.archive.arch), self.inner) if self.inner else str(self.archive.arch)
+    @property
+    def name(self): return posixpath.basename(self.inner)
+    @property
+    def path(self): return self
+    def is_dir(self): return self.inner in self.archive.kids
+    def is_file(self): return self.inner in self.archive.files
+    def scandir(self): return [self/n for n in sorted(self.archive.kids.get(self.inner, ()))]
+    def stat(self):
+        if self.inner in self.archive.other: raise OSError(0, 'a link or special file, not read from an archive')
+        return os.stat_result((0, 0, 0, 0, 0, 0, len(self.archive.files.get(self.inner, b'')), 0, 0, 0))
+    def data(self):
+        if not self.is_file(): raise FileNotFoundError(f'no file {self} in the archive')
+        return self.archive.files[self.inner]
+
 def _decode_archive(arch):
-    "Decoded arrays of the CIFAR-10 copy inside archive `arch`"
-    kind, d = find_cifar(extract(arch), desc=arch)
+    "Decoded arrays of the CIFAR-10 copy inside archive `arch`, read into memory (never extracted)"
+    kind, d = find_cifar(_InArchive(_Archive(arch)), desc=arch)
     return _decode_folder(_folder_files(d)[0]) if kind == 'folder' else _decode_pickles(d)
 
 def _load_npz(f):

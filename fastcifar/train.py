@@ -190,7 +190,7 @@ def _run_config(cfg, ck, ws, given):
     return run
 
 def _data(cfg, rank):
-    with rank0_first():  # rank 0 extracts and caches (or downloads) the data once
+    with rank0_first():  # rank 0 decodes and caches (or downloads) the data once
         dls = cifar_dls(cfg['data'], bs=cfg['bs'], workers=_workers(cfg['workers'], default_device()), frac=cfg['frac'],
                         seed=cfg['random_seed'] + rank, cutout=cfg['cutout'], aug=cfg['aug_spec'], executor=cfg['aug'], valid=cfg['valid'],
                         flip=cfg['flip'], flip_seed=cfg['random_seed'])  # every process mirrors an image alike

@@ -62,15 +62,24 @@ def test_startup_bench_times_each_phase_in_a_fresh_process(tiny_tgz, tmp_path):
     "bench.startup: the seconds of each phase of a run's start, as a fresh process meets them, and their sum."
     import subprocess, sys
     from bench.startup import PHASES
-    r, res = run_bench(tmp_path, 'startup', '--data', tiny_tgz, '--rounds', 1)
+    import os, tempfile
+    from pathlib import Path
+    cache, tmp = Path(os.environ['FASTCIFAR_CACHE']), Path(tempfile.gettempdir())
+    cached, colds = sorted(cache.rglob('*')), sorted(tmp.glob('fastcifar-cold-*'))
+    # --cold: the process decodes the archive into an empty cache of its own (here as before: extracted), then removes it
+    r, res = run_bench(tmp_path, 'startup', '--data', tiny_tgz, '--rounds', 1, '--cold', '--archive', 'extract')
     out = tmp_path/'startup.json'
     assert len(res['rounds']) == 1 and list(res['rounds'][0]) == list(PHASES) and all(v > 0 for v in res['rounds'][0].values())
     assert res['median_s']['total'] == sum(res['rounds'][0].values()) and res['executor'] == 'batch'
     assert [l.split()[0] for l in r.stdout.splitlines()[1:]] == [*PHASES, 'total'] and res['items'] == 'Items'
-    r = subprocess.run([sys.executable, '-m', 'bench.startup', '--data', str(tiny_tgz), '--items', 'tuple', '--out', str(out)],
-                       capture_output=True, text=True, cwd=BENCH.parent)
-    assert r.returncode == 1 and r.stderr.strip() == 'bench.startup: error: --items tuple: unknown; choose Items or list'
-    assert json.loads(out.read_text()) == res  # the earlier figures stay
+    assert res['cold'] is True and res['archive'] == 'extract' and 'an empty cache each' in r.stdout
+    assert sorted(cache.rglob('*')) == cached and sorted(tmp.glob('fastcifar-cold-*')) == colds
+    for flag, value, msg in (('--items', 'tuple', '--items tuple: unknown; choose Items or list'),
+                             ('--archive', 'zip', '--archive zip: unknown; choose memory or extract')):
+        r = subprocess.run([sys.executable, '-m', 'bench.startup', '--data', str(tiny_tgz), flag, value, '--out', str(out)],
+                           capture_output=True, text=True, cwd=BENCH.parent)
+        assert r.returncode == 1 and r.stderr.strip() == f'bench.startup: error: {msg}'
+        assert json.loads(out.read_text()) == res  # the earlier figures stay
 
 def test_epoch_timer_counts_every_callback_inside_the_batch(tiny_tgz, tmp_path):
     "Data wait is the DataLoader's time alone: a slow `after_batch` callback counts inside the batch, not as waiting."

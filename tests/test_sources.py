@@ -95,8 +95,10 @@ def test_tgz(tmp_path):
     assert c.source == str(a) and sorted(a.parent.iterdir()) == before  # nothing written next to the archive
     xtr,ytr,_,_ = synthetic_arrays(**KW)
     assert _same_by_class(c.x_train, c.y_train, xtr, ytr)
-    ex = list((cache_root()/'extracted').iterdir())
-    assert len(ex) == 1 and (ex[0]/'cifar10'/'train'/'cat').is_dir()
+    # read into memory, never extracted: the cache holds the decoded arrays only, and they equal the folder's own
+    assert not (cache_root()/'extracted').exists() and len(_npzs()) == 1
+    f = load_cifar(write_folder(tmp_path/'folder', **KW))
+    assert all(np.array_equal(a, b) for a, b in zip((c.x_train, c.y_train, c.x_test, c.y_test), (f.x_train, f.y_train, f.x_test, f.y_test)))
 
 def test_pickles(tmp_path):
     d = write_pickles(tmp_path, **KW)
@@ -112,7 +114,7 @@ def test_pickles_tgz(tmp_path):
     c = load_cifar(a)
     _check(c)
     assert (c.x_train == synthetic_arrays(**KW)[0]).all()
-    assert (cache_root()/'extracted').is_dir()
+    assert not (cache_root()/'extracted').exists()
 
 def test_default_env(tmp_path, monkeypatch):
     d = write_folder(tmp_path, **KW)
@@ -162,13 +164,64 @@ def test_archive_cache_reused(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, '_decode_folder', lambda *a: pytest.fail('decoded again'))
     assert (load_cifar(a).x_test == c1.x_test).all()
 
-def test_extraction_reused(tmp_path, monkeypatch):
-    "With the decoded arrays gone, the extracted folder is reused, not extracted again"
-    a = write_tgz(tmp_path/'cifar10.tgz', **KW)
-    load_cifar(a)
+def test_archives_are_read_not_extracted(tmp_path, monkeypatch):
+    "Archives of either layout are read in one pass in memory: nothing is extracted, with or without cached arrays"
+    monkeypatch.setattr(tarfile.TarFile, 'extractall', lambda *a, **k: pytest.fail('extracted'))
+    monkeypatch.setattr(tarfile.TarFile, 'extract', lambda *a, **k: pytest.fail('extracted'))
+    for a in (write_tgz(tmp_path/'cifar10.tgz', **KW), write_pickles_tgz(tmp_path/'cifar-10-python.tar.gz', **KW)):
+        _check(load_cifar(a))
+        for f in _npzs(): f.unlink()
+        _check(load_cifar(a))
+    assert not (cache_root()/'extracted').exists()
+
+def test_an_archive_in_tars_own_layout_loads(tmp_path):
+    "Members named ./cifar10/..., folders listed after their files or not at all, links elsewhere: the same arrays"
+    src = write_folder(tmp_path/'src', **KW)
+    a = tmp_path/'odd.tar'
+    with tarfile.open(a, 'w') as tf:
+        for f in sorted(src.rglob('*'), reverse=True):  # files before their folders
+            if f.is_file(): tf.add(f, f'./cifar10/{f.relative_to(src)}')
+        link = tarfile.TarInfo('./cifar10/README'); link.type, link.linkname = tarfile.SYMTYPE, '/etc/passwd'
+        tf.addfile(link)  # outside the images: not read, and not followed
+    c, f = load_cifar(a), load_cifar(src)
+    assert all(np.array_equal(x, y) for x, y in zip((c.x_train, c.y_train, c.x_test, c.y_test), (f.x_train, f.y_train, f.x_test, f.y_test)))
+
+def test_a_link_among_an_archives_images_is_one_line(tmp_path):
+    src = write_folder(tmp_path/'src', **KW)
+    a = tmp_path/'linked.tgz'
+    with tarfile.open(a, 'w:gz') as tf:
+        tf.add(src, 'cifar10')
+        link = tarfile.TarInfo('cifar10/train/dog/zz.png'); link.type, link.linkname = tarfile.SYMTYPE, '/etc/passwd'
+        tf.addfile(link)
+    with pytest.raises(DataError, match='unreadable entry among the images') as e: load_cifar(a)
+    _one_line(e, f'{a}/cifar10/train/dog/zz.png')
+    assert not _npzs()
+
+def test_an_archive_far_larger_than_cifar10_is_refused_before_it_is_read(tmp_path, monkeypatch):
+    a = write_tgz(tmp_path/'big.tgz', **KW)
+    monkeypatch.setattr(sources, '_MAX_ARCHIVE', 2 << 10)  # 2 KB: the tiny copy holds more
+    with pytest.raises(DataError, match='far more than any CIFAR-10 copy') as e: load_cifar(a)
+    _one_line(e, a)
+    assert not _npzs()
+
+def test_many_images_decode_in_worker_processes_in_order(tmp_path, monkeypatch):
+    "Past `_PARALLEL` images the decoding is split across processes: the same arrays, and a bad image named as before"
+    d = write_folder(tmp_path/'d', **KW)
+    one = load_cifar(d)
     for f in _npzs(): f.unlink()
-    monkeypatch.setattr(tarfile.TarFile, 'extractall', lambda *a, **k: pytest.fail('extracted again'))
-    _check(load_cifar(a))
+    calls = []
+    monkeypatch.setattr(sources, '_PARALLEL', 2)
+    import fastcore.parallel
+    real = fastcore.parallel.parallel
+    monkeypatch.setattr(fastcore.parallel, 'parallel', lambda f, items, **kw: calls.append(len(items)) or real(f, items, **kw))
+    monkeypatch.setattr(fastcore.parallel, 'num_cpus', lambda: 2)
+    many = load_cifar(d)
+    assert calls == [2, 2] and all(np.array_equal(x, y) for x, y in zip((one.x_train, one.x_test), (many.x_train, many.x_test)))
+    for f in _npzs(): f.unlink()
+    bad = sorted((d/'train'/'truck').iterdir())[-1]  # the last image: in the second worker's half
+    bad.write_text('not an image')
+    with pytest.raises(DataError, match='not an image file') as e: load_cifar(d)
+    _one_line(e, bad)
 
 def test_corrupt_npz_redecoded(tmp_path):
     d = write_folder(tmp_path, **KW)
@@ -178,17 +231,17 @@ def test_corrupt_npz_redecoded(tmp_path):
     _check(load_cifar(d))
 
 def test_interrupted_extraction(tmp_path, monkeypatch):
-    "An extraction that dies midway leaves nothing trusted; the next load extracts again"
+    "An extraction (`extract`, which bench.inference uses) that dies midway leaves nothing trusted; the next extracts again"
     a = write_tgz(tmp_path/'cifar10.tgz', **KW)
     orig = tarfile.TarFile.extractall
     def dies(self, path, *args, **kw):
         orig(self, path, members=self.getmembers()[:20], filter='data')
         raise KeyboardInterrupt
     monkeypatch.setattr(tarfile.TarFile, 'extractall', dies)
-    with pytest.raises(KeyboardInterrupt): load_cifar(a)
-    assert not list((cache_root()/'extracted').iterdir()) and not _npzs()
+    with pytest.raises(KeyboardInterrupt): sources.extract(a)
+    assert not list((cache_root()/'extracted').iterdir())
     monkeypatch.setattr(tarfile.TarFile, 'extractall', orig)
-    _check(load_cifar(a))
+    _check(load_cifar(sources.extract(a)))
 
 def test_leftover_part_ignored(tmp_path):
     "Folders a killed extraction left behind are not trusted, and this machine's dead ones are removed"
@@ -198,7 +251,7 @@ def test_leftover_part_ignored(tmp_path):
     ex = cache_root()/'extracted'
     dead, other = ex/f'.{name}.part-{socket.gethostname()}-99999999', ex/f'.{name}.part-otherhost-1'
     for p in (dead, other): (p/'cifar10'/'train').mkdir(parents=True)
-    _check(load_cifar(a))
+    _check(load_cifar(sources.extract(a)))
     assert (ex/name/'cifar10'/'test'/'truck').is_dir() and not dead.exists() and other.exists()
 
 # ---------- bad input: one-line DataError naming the path, nothing trusted left in the cache
@@ -305,12 +358,13 @@ def test_images_replaced_in_place_are_decoded_again(tmp_path):
     assert np.array_equal(again.x_train[again.y_train == i][0], new) and not np.array_equal(first.x_train[first.y_train == i][0], new)
     assert len(_npzs()) == 1  # the stale arrays of the same folder are gone
 
-def test_changed_archive_replaces_its_extraction(tmp_path):
+def test_changed_archive_replaces_its_extraction_and_arrays(tmp_path):
     a = write_tgz(tmp_path/'c.tgz', **KW)
-    load_cifar(a)
+    first = load_cifar(a); sources.extract(a)
     write_tgz(a, **KW, seed=5); os.utime(a, ns=(1, 10**18))
-    load_cifar(a)
+    again = load_cifar(a); sources.extract(a)
     assert len(list((cache_root()/'extracted').iterdir())) == 1 and len(_npzs()) == 1
+    assert not np.array_equal(first.x_train, again.x_train)
 
 def test_decompression_bomb_in_the_data_is_one_line(tmp_path, monkeypatch):
     d = write_folder(tmp_path, **KW)
@@ -328,8 +382,9 @@ def test_symlink_loop_in_the_data_is_one_line(tmp_path):
 def test_cache_path_that_is_a_file(tmp_path, monkeypatch):
     (tmp_path/'cachefile').write_text('x')
     monkeypatch.setenv('FASTCIFAR_CACHE', str(tmp_path/'cachefile'))
-    with pytest.raises(DataError, match='FASTCIFAR_CACHE') as e: load_cifar(write_tgz(tmp_path/'c.tgz', **KW))
+    with pytest.raises(DataError, match='FASTCIFAR_CACHE') as e: sources.extract(write_tgz(tmp_path/'c.tgz', **KW))
     assert '\n' not in str(e.value)
+    with pytest.warns(UserWarning, match='could not cache'): _check(load_cifar(tmp_path/'c.tgz'))
     with pytest.warns(UserWarning, match='could not cache'): _check(load_cifar(write_folder(tmp_path, **KW)))
     assert (tmp_path/'cachefile').read_text() == 'x'
 
