@@ -192,9 +192,13 @@ def shift_image(x, d):
     return p[..., a - d:a - d + h, a - d:a - d + w]
 
 class RunArtefacts(EpochCallback):
-    "Curves every epoch; at the end the confusion matrix and `results.json` (with `info`), for finite weights only."
+    "Curves as epochs end; at the end the confusion matrix and `results.json` (with `info`), for finite weights only."
     order = 80
-    def __init__(self, info=None): self.info, self.cm = info or {}, None
+    # a plot takes 0.5-1 s on 2 CPU cores: curves.png is redrawn after an epoch once `curves_every` seconds have passed
+    # since the fit began or the last redraw, and after the last epoch always. An epoch of a full CPU run takes minutes
+    # (every epoch redrawn); short epochs (a GPU's, a small --frac, the tests') skip a plot rather than spend on it
+    def __init__(self, info=None, curves_every=10.): self.info, self.cm, self.curves_every = info or {}, None, curves_every
+    def before_fit(self): self.plotted = time.monotonic()
     def before_validate(self): self.cm, self.tta_hits, self.multi_hits = None, 0, 0
     def after_pred(self):
         # the mirror image through the model in the batch's own precision (an autocast callback is still active here)
@@ -215,7 +219,8 @@ class RunArtefacts(EpochCallback):
             self.tta_hits += (gather(self.learn, flip.argmax(-1)) == y).sum()
             self.multi_hits += (gather(self.learn, (flip + self.shift_probs).argmax(-1)) == y).sum()
     def epoch_done(self):
-        if not rank_distrib(): plot_curves(self.history.rows, self.path/'curves.png')
+        if rank_distrib() or (self.epoch < self.n_epoch - 1 and time.monotonic() - self.plotted < self.curves_every): return
+        plot_curves(self.history.rows, self.path/'curves.png'); self.plotted = time.monotonic()
     def after_fit(self):
         rows = self.history.rows
         if len(rows) < self.n_epoch: return  # interrupted (e.g. NaN): keep the last checkpoint, no final files

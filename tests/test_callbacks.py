@@ -104,6 +104,14 @@ def test_results_and_flip_tta_in_bf16(learn):
     assert res['final_test_accuracy_multi_tta'] == pytest.approx(multi/n, abs=1/n + 1e-9)
     for png in ('curves.png', 'confusion_matrix.png'): assert (learn.path/png).stat().st_size > 1000
 
+@pytest.mark.parametrize('every, plots', [(0., [1, 2, 3]), (3600., [3])])
+def test_curves_are_redrawn_at_most_every_few_seconds_and_after_the_last_epoch(learn, monkeypatch, every, plots):
+    import fastcifar.callbacks as C
+    drawn = []
+    monkeypatch.setattr(C, 'plot_curves', lambda rows, fname: drawn.append(len(rows)) or C.atomic_write(fname, lambda p: p.write_bytes(b'png')))
+    learn.fit(3, 1e-2, cbs=[History(), RunArtefacts(curves_every=every)])
+    assert drawn == plots and (learn.path/'curves.png').read_bytes() == b'png'  # each time with the rows so far
+
 def test_shift_image_is_a_reflect_101_translation():
     x = torch.arange(2*3*5*5, dtype=torch.float32).view(2, 3, 5, 5)
     for d in (1, -1, 2):

@@ -5,7 +5,7 @@ from fastcifar.seeds import main, run_seeds, summarise
 
 def test_two_seeds_run_and_summarise(tiny_tgz, tmp_path):
     RunFolder(tmp_path/'s'/'seed2').close()  # seed 2's run was killed before its first epoch: its folder holds the marker only
-    sm = run_seeds([1, 2], tmp_path/'s', data=str(tiny_tgz), epochs=1, bs=32, precision='fp32')
+    sm = run_seeds([1, 2], tmp_path/'s', 2, data=str(tiny_tgz), epochs=1, bs=32, precision='fp32')  # side by side, a core each
     res = [json.loads((tmp_path/'s'/f'seed{s}'/'results.json').read_text()) for s in (1, 2)]
     assert sm['n'] == 2 and sm['seeds'] == [1, 2] and [r['random_seed'] for r in res] == [1, 2] and not sm['failed']
     acc = [r['final_test_accuracy'] for r in res]
