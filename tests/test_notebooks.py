@@ -38,29 +38,34 @@ def kernel(tmp_path_factory):
 
 @pytest.fixture(scope='module')
 def executed(kernel, tiny_tgz):
-    "Run a copy of a notebook (in notebooks/, as a reader would) on the tiny data; the committed file is left alone."
-    def run(name, monkeypatch):
-        monkeypatch.setenv('JUPYTER_PATH', str(kernel))
-        monkeypatch.setenv('FASTCIFAR_NB_DATA', str(tiny_tgz))
-        for k, v in PARAMS.items(): monkeypatch.setenv(k, v)
-        monkeypatch.delenv('MPLBACKEND', raising=False)
-        before, listing = (NB_DIR/name).read_bytes(), sorted(NB_DIR.iterdir())
-        nb = nbformat.reads(before.decode(), as_version=4)
-        for c in nb.cells:
-            if c.cell_type == 'code': c.outputs, c.execution_count = [], None
-        t = time.perf_counter()
-        # raises CellExecutionError, naming the cell, if any cell raises
-        NotebookClient(nb, timeout=300, startup_timeout=120, kernel_name='fastcifar-test',
-                       resources={'metadata': {'path': str(NB_DIR)}}).execute()
-        secs = time.perf_counter() - t
-        assert (NB_DIR/name).read_bytes() == before, f'{name} was changed on disk'
-        assert sorted(NB_DIR.iterdir()) == listing, f'{name} wrote files into notebooks/'
-        return nb, secs
-    return run
+    """Copies of every notebook (in notebooks/, as a reader would) run on the tiny data, all four at once, each in its
+    own kernel (most of a run is a kernel importing fastai, one core each): {name: (notebook, seconds) or the error}.
+    The committed files are left alone."""
+    import asyncio
+    env = dict(JUPYTER_PATH=str(kernel), FASTCIFAR_NB_DATA=str(tiny_tgz), **PARAMS)
+    with pytest.MonkeyPatch.context() as mp:
+        for k, v in env.items(): mp.setenv(k, v)
+        mp.delenv('MPLBACKEND', raising=False)
+        before, listing = {n: (NB_DIR/n).read_bytes() for n in IMAGES}, sorted(NB_DIR.iterdir())
+        async def run(name):
+            nb = nbformat.reads(before[name].decode(), as_version=4)
+            for c in nb.cells:
+                if c.cell_type == 'code': c.outputs, c.execution_count = [], None
+            t = time.perf_counter()
+            # raises CellExecutionError, naming the cell, if any cell raises
+            await NotebookClient(nb, timeout=300, startup_timeout=120, kernel_name='fastcifar-test',
+                                 resources={'metadata': {'path': str(NB_DIR)}}).async_execute()
+            return nb, time.perf_counter() - t
+        async def run_all(): return await asyncio.gather(*map(run, IMAGES), return_exceptions=True)
+        res = dict(zip(IMAGES, asyncio.run(run_all())))
+    for n in IMAGES: assert (NB_DIR/n).read_bytes() == before[n], f'{n} was changed on disk'
+    assert sorted(NB_DIR.iterdir()) == listing, 'a notebook wrote files into notebooks/'
+    return res
 
 @pytest.mark.parametrize('name', list(IMAGES))
-def test_notebook_runs_on_tiny_data(name, executed, monkeypatch):
-    nb, secs = executed(name, monkeypatch)
+def test_notebook_runs_on_tiny_data(name, executed):
+    if isinstance(executed[name], BaseException): raise executed[name]
+    nb, secs = executed[name]
     assert not outputs(nb, 'error')
     imgs = pngs(nb)
     assert len(imgs) >= IMAGES[name], f'{name}: {len(imgs)} image outputs, expected at least {IMAGES[name]}'
