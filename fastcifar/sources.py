@@ -298,7 +298,10 @@ class _InArchive:
 def _decode_archive(arch):
     "Decoded arrays of the CIFAR-10 copy inside archive `arch`, read into memory (never extracted)"
     kind, d = find_cifar(_InArchive(_Archive(arch)), desc=arch)
-    return _decode_folder(_folder_files(d)[0]) if kind == 'folder' else _decode_pickles(d)
+    a = _decode_folder(_folder_files(d)[0]) if kind == 'folder' else _decode_pickles(d)
+    # an extraction of this archive in the cache (fastcifar's, from before it read archives in memory) is not needed
+    if (ex := cache_root()/'extracted').is_dir(): _drop_stale(ex, f'{_stem(arch)}-{_where(arch)}-', None)
+    return a
 
 def _load_npz(f):
     "Arrays cached in `f`, or None if missing or not valid"

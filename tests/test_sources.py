@@ -174,6 +174,12 @@ def test_archives_are_read_not_extracted(tmp_path, monkeypatch):
         _check(load_cifar(a))
     assert not (cache_root()/'extracted').exists()
 
+def test_an_archives_old_extraction_goes_once_its_arrays_are_decoded(tmp_path):
+    a, other = write_tgz(tmp_path/'cifar10.tgz', **KW), write_tgz(tmp_path/'other'/'cifar10.tgz', **KW)
+    old, kept = sources.extract(a), sources.extract(other)  # as fastcifar left them before it read archives in memory
+    _check(load_cifar(a))
+    assert not old.exists() and kept.is_dir() and (kept/'cifar10'/'train'/'cat').is_dir()  # another archive's stays
+
 def test_an_archive_in_tars_own_layout_loads(tmp_path):
     "Members named ./cifar10/..., folders listed after their files or not at all, links elsewhere: the same arrays"
     src = write_folder(tmp_path/'src', **KW)
