@@ -53,7 +53,8 @@ def main(data:str=None,       # CIFAR-10: a folder in fastai's layout or a .tgz 
     if not data or not model: raise SystemExit('bench.inference: error: give --data PATH and --model RUN/model.pkl')
     model, load0 = Path(model).resolve(), os.getloadavg()
     try:
-        folder, cif = test_folder(data), load_cifar(data)
+        # the arrays first: decoding an archive removes an extraction of it, which `test_folder` then makes again
+        cif, folder = load_cifar(data), test_folder(data)
     except DataError as e: raise SystemExit(f'bench.inference: error: {e}')
     if folder is None: raise SystemExit('bench.inference: error: --data must be image files (a folder or .tgz), not the pickles')
     files = list(image_files(folder))[:n]
