@@ -27,10 +27,7 @@ if sys.argv[3] == 'list':  # the items as a plain list, as before `data.Items`: 
 if sys.argv[4] == 'extract':  # the archive extracted to the cache, then decoded in this process alone, as before
     import fastcifar.sources as S
     S._PARALLEL = float('inf')
-    def _decode_archive(arch):
-        kind, d = S.find_cifar(S.extract(arch), desc=arch)
-        return S._decode_folder(S._folder_files(d)[0]) if kind == 'folder' else S._decode_pickles(d)
-    S._decode_archive = _decode_archive
+    S._decode_archive = lambda arch: S._decode_copy(*S.find_cifar(S.extract(arch), desc=arch))
 data = load_cifar(sys.argv[1] or None)
 t.append(time.perf_counter())
 dls = T.cifar_dls(data=data, bs=128, executor=sys.argv[2], seed=42)

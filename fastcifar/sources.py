@@ -297,10 +297,13 @@ class _InArchive:
         if not self.is_file(): raise FileNotFoundError(f'no file {self} in the archive')
         return self.archive.files[self.inner]
 
+def _decode_copy(kind, d):
+    "Decoded arrays of the CIFAR-10 copy `find_cifar` found: (kind, folder on disk or in an archive)"
+    return _decode_folder(_folder_files(d)[0]) if kind == 'folder' else _decode_pickles(d)
+
 def _decode_archive(arch):
     "Decoded arrays of the CIFAR-10 copy inside archive `arch`, read into memory (never extracted)"
-    kind, d = find_cifar(_InArchive(_Archive(arch)), desc=arch)
-    a = _decode_folder(_folder_files(d)[0]) if kind == 'folder' else _decode_pickles(d)
+    a = _decode_copy(*find_cifar(_InArchive(_Archive(arch)), desc=arch))
     # an extraction of this archive in the cache (fastcifar's, from before it read archives in memory) is not needed
     if (ex := cache_root()/'extracted').is_dir(): _drop_stale(ex, f'{_stem(arch)}-{_where(arch)}-', None)
     return a
