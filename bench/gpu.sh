@@ -29,7 +29,21 @@ run() {  # name, then train flags
 # `--recipe improved`), all six at once, seed 1 (PHASE=5) or seed 2 (PHASE=6), with --aug batch as the CPU ablation runs
 # and no worker (the batch path's split is stacked once). A run cut by the limit keeps its checkpoint: finish it with
 # `python -m fastcifar.train --out RUN --resume` anywhere.
-if [ "${PHASE:-1}" = 5 ] || [ "${PHASE:-1}" = 6 ]; then
+# PHASE=7: #19's combined candidate (every lever that measured above `--recipe improved` on the validation split,
+# together: results/README.md's search) and `--recipe improved` itself, both on the holdout at seeds 1 and 2, so the
+# candidate's gain is measured against seed spread, four at once. PHASE=8, only if PHASE=7 chose it: the candidate on
+# the test set at seeds 1, 2 and 3 (the figures #19 reports), three at once.
+COMBO="--recipe improved --nesterov --ema 0.999 --flip alternate --no-wd-bn-bias --lr 0.1"
+if [ "${PHASE:-1}" = 7 ]; then
+  export LIMIT=${LIMIT:-560} WORKERS=0
+  for s in 1 2; do
+    run combo-holdout-seed$s $COMBO --aug batch --valid holdout --random-seed $s &
+    run improved-holdout-seed$s --recipe improved --aug batch --valid holdout --random-seed $s &
+  done
+elif [ "${PHASE:-1}" = 8 ]; then
+  export LIMIT=${LIMIT:-560} WORKERS=0
+  for s in 1 2 3; do run combo-seed$s $COMBO --aug batch --random-seed $s & done
+elif [ "${PHASE:-1}" = 5 ] || [ "${PHASE:-1}" = 6 ]; then
   s=$(( PHASE - 4 )); a="--aug batch --random-seed $s"; export LIMIT=${LIMIT:-560} WORKERS=0
   run seed-ls0.1-seed$s --recipe seed --label-smoothing 0.1 $a & run seed-readme-aug-seed$s --recipe seed --aug-spec readme --cutout 16 $a &
   run seed-cutout0-seed$s --recipe seed --cutout 0 $a & run improved-wd1e-4-seed$s --recipe improved --wd 1e-4 $a &

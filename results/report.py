@@ -368,11 +368,12 @@ def search_section(search, gs=()):
     from fastcifar.data import HOLDOUT
     n_val = int(round(HOLDOUT*50_000))
     head = ['run', 'recipe and changes (flags today)', 'holdout accuracy (final)', 'best (epoch)', 'with flip TTA',
-            'with 6-view TTA', 'final train accuracy', 's / epoch (median)', 'where', 'executor']
+            'with 6-view TTA', 'final train accuracy', 's / epoch (median)', 'where', 'precision', 'executor']
     rows = [[_link(r), describe(r.s) + (f" (`{command(r.s)} --valid holdout`)"), f"**{pct(r.res['final_test_accuracy'])}**",
              f"{pct(r.res['best_test_accuracy'])} ({r.res['best_epoch']})", pct(r.res['final_test_accuracy_flip_tta']),
              pct(r.res['final_test_accuracy_multi_tta']) if 'final_test_accuracy_multi_tta' in r.res else 'not measured',
-             pct(r.res['final_train_accuracy']), _median_epoch(r), r.machine, r.res.get('aug', 'albumentations')] for r in search]
+             pct(r.res['final_train_accuracy']), _median_epoch(r), r.machine, r.res.get('precision', ''),
+             r.res.get('aug', 'albumentations')] for r in search]
     sg = group_runs(search)
     base = next((g for g in sg if not _diff(g.s, IMPROVED)), None)
     best = max(sg, key=lambda g: g.final.mean())
@@ -386,6 +387,17 @@ def search_section(search, gs=()):
         verdict = (f"Against `--recipe improved` ({mean_sd(base.final)} on the holdout): {each or 'no change run yet'}. " +
                    (f"Beyond the noise and better: {'; '.join(changes(g.s, IMPROVED) for g in gains)}." if gains else
                     "No change is better beyond the noise: `--recipe improved` stays as it is."))
+    # a combination: a group whose several changes were each run alone; say how each measured alone, and whether
+    # together they are exactly the changes that measured above `--recipe improved` alone
+    def _alone(k, v): return next((h for h in sg if _diff(h.s, IMPROVED) == {k: v}), None)
+    combos = [g for g in sg if base is not None and len(d := _diff(g.s, IMPROVED)) > 1 and all(_alone(k, v) for k, v in d.items())]
+    above = {k: v for h in sg if h is not base and len(d := _diff(h.s, IMPROVED)) == 1 and h.final.mean() > base.final.mean()
+             for k, v in d.items()}
+    combined = ' '.join(
+        f"{changes(g.s, IMPROVED)}: " + ('every change that measured above `--recipe improved` alone, together'
+                                          if _diff(g.s, IMPROVED) == above else 'these changes together') + ' (alone: ' +
+        '; '.join(f"{_WORDS[k](v)} {pts(_alone(k, v).final.mean() - base.final.mean())}" for k, v in _diff(g.s, IMPROVED).items()) + ').'
+        for g in combos)
     chosen = [g for g in gs if any(not _diff(g.s, b.s) for b in sg)]
     read = ('; '.join(f"{describe(g.s)}: {g.n} run{'s' * (g.n > 1)} ({mean_sd(g.final)} test accuracy)" for g in chosen)
             if chosen else 'none')
@@ -393,13 +405,14 @@ def search_section(search, gs=()):
 
 Runs with `--valid holdout` train on the 45,000 other training images and are measured on {n_val:,} held out of the
 50,000 (500 a class, fixed for every random seed: `fastcifar.data.HOLDOUT`); they never read the test set. Each compares
-one change with `--recipe improved` at the last epoch (never the best). An accuracy near {pct(best.final.mean())} measured on
+one change with `--recipe improved` at the last epoch (never the best); a run of several changes, each also run alone,
+tries them together (below: what each gave alone). An accuracy near {pct(best.final.mean())} measured on
 {n_val:,} images has a binomial standard error of {100*se:.2f} points, so two single runs must differ by more than
 {100*noise:.2f} points before the split tells them apart; seeds add their own spread.
 
 {_table(head, rows)}
 
-{verdict} Test-set runs of the settings compared here: {read}.
+{verdict}{' Combined: ' + combined if combined else ''} Test-set runs of the settings compared here: {read}.
 """
 
 def _runs_seeds(runs):

@@ -120,10 +120,11 @@ def test_gpu_script_parses_and_every_run_has_valid_flags():
     assert subprocess.run(['bash', '-n', str(BENCH/'gpu.sh')]).returncode == 0
     h = re.search(r'^\s*h="([^"]*)"', script, re.M)[1]
     a = re.search(r'\ba="([^"]*)"', script)[1]
+    combo = re.search(r'^COMBO="([^"]*)"', script, re.M)[1]
     runs = [m[1] for line in script.splitlines() if not line.lstrip().startswith('#') for seg in line.split('&')
             if (m := re.match(r'^(?:for .*; do )?((\w+=\S+ )*run \S.*)', seg.strip()))]
-    assert len(runs) == 20, runs  # phase 1: 2, phase 2: 4 (two in a loop over seeds), phase 3: 6, phase 4: 2, phases 5-6: 6
+    assert len(runs) == 23, runs  # phase 1: 2, phase 2: 4 (two in a loop over seeds), phase 3: 6, phase 4: 2, phases 5-6: 6, 7: 2, 8: 1 (in loops)
     for r in runs:
-        words = shlex.split(re.sub(r'^(\w+=\S+ )*run ', '', r).replace('$h', h).replace('$a', a).replace('$s', '1'))
+        words = shlex.split(re.sub(r'^(\w+=\S+ )*run ', '', r).replace('$COMBO', combo).replace('$h', h).replace('$a', a).replace('$s', '1'))
         args = vars(parser().parse_args(words[1:]))
         resolve(**{k: v for k, v in args.items() if v is not None})  # raises on a bad setting

@@ -135,6 +135,28 @@ def test_a_changed_schedule_is_its_own_experiment(report):
     old = report.settings(dict(wd=1e-4, label_smoothing=0.))  # a results.json without them: what it ran with
     assert (old['lr'], old['warmup'], old['bs'], old['wd_bn_bias']) == (0.05, 0.3, 128, True)
 
+def test_search_names_a_combination_and_what_each_change_gave_alone(report):
+    "A holdout run of several changes, each run alone: the search says how each measured alone and whether they are all the gains."
+    from types import SimpleNamespace as NS
+    base = dict(report.IMPROVED, recipe='improved', model_version=2)
+    def run(name, acc, **kw):
+        return NS(name=name, seed=42, s=dict(base, **kw), kind='cpu', hist=dict(seconds=np.array([100., 120.])), machine='CPU',
+                  res=dict(final_test_accuracy=acc, final_test_accuracy_flip_tta=acc, final_train_accuracy=acc,
+                           best_test_accuracy=acc, best_epoch=30, aug='batch', precision='fp32'))
+    runs = [run('base', .840), run('nest', .844, nesterov=True), run('ema', .842, ema=0.999), run('tr', .838, aug_spec='translate'),
+            run('both', .850, nesterov=True, ema=0.999)]
+    text = report.search_section(runs)
+    assert ('Combined: Nesterov momentum, weight EMA 0.999: every change that measured above `--recipe improved` alone, '
+            'together (alone: Nesterov momentum +0.40; weight EMA 0.999 +0.20).' in text)
+    assert 'Nesterov momentum, weight EMA 0.999: +1.00 points (within that noise)' in text
+    assert '| CPU | fp32 | batch |' in text
+    # one gain left out: the same run is only 'these changes together'
+    runs[2] = run('ema', .842, ema=0.999); runs.append(run('ls', .845, label_smoothing=0.2))
+    text = report.search_section(runs)
+    assert 'Nesterov momentum, weight EMA 0.999: these changes together (alone: Nesterov momentum +0.40; weight EMA 0.999 +0.20).' in text
+    # a change of two settings never run alone (a batch size with its LR) is no combination
+    assert 'Combined' not in report.search_section(runs[:1] + [run('b', .85, bs=64, lr=0.025)])
+
 def test_ablation_moves_one_setting_from_each_recipe(report):
     "The ablation: groups one setting away from `seed` or `improved` (current layout), their difference by hand, what is missing."
     from types import SimpleNamespace as NS
