@@ -379,7 +379,7 @@ def search_section(search, gs=()):
     best = max(sg, key=lambda g: g.final.mean())
     se = _holdout_se(best.final.mean(), n_val)
     noise = 2*np.sqrt(2)*se  # two standard errors of the difference of two single runs
-    verdict = ''
+    verdict, gains = '', []
     if base is not None:
         ds = [(g, g.final.mean() - base.final.mean()) for g in sg if g is not base]
         each = '; '.join(f"{changes(g.s, IMPROVED)}: {pts(d)} points ({'beyond' if abs(d) > noise else 'within'} that noise)" for g, d in ds)
@@ -398,6 +398,10 @@ def search_section(search, gs=()):
                                           if _diff(g.s, IMPROVED) == above else 'these changes together') + ' (alone: ' +
         '; '.join(f"{_WORDS[k](v)} {pts(_alone(k, v).final.mean() - base.final.mean())}" for k, v in _diff(g.s, IMPROVED).items()) + ').'
         for g in combos)
+    gpu = re.search(r'^COMBO="([^"]*)"', (ROOT/'bench'/'gpu.sh').read_text(), re.M)
+    if gpu and any(g not in gains and sorted(command(g.s).split()) == sorted(gpu[1].split()) for g in combos):
+        combined += (' Within the noise, so not chosen on one run: `bench/gpu.sh` PHASE=7 trains it beside `--recipe improved`'
+                     ' on the holdout at two more seeds, PHASE=8 on the test set at three, for a lent GPU.')
     chosen = [g for g in gs if any(not _diff(g.s, b.s) for b in sg)]
     read = ('; '.join(f"{describe(g.s)}: {g.n} run{'s' * (g.n > 1)} ({mean_sd(g.final)} test accuracy)" for g in chosen)
             if chosen else 'none')

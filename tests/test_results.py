@@ -154,6 +154,11 @@ def test_search_names_a_combination_and_what_each_change_gave_alone(report):
     runs[2] = run('ema', .842, ema=0.999); runs.append(run('ls', .845, label_smoothing=0.2))
     text = report.search_section(runs)
     assert 'Nesterov momentum, weight EMA 0.999: these changes together (alone: Nesterov momentum +0.40; weight EMA 0.999 +0.20).' in text
+    assert 'PHASE=7' not in text  # bench/gpu.sh's candidate is another combination
+    combo = dict(nesterov=True, ema=0.999, flip='alternate', wd_bn_bias=False, lr=0.1)  # bench/gpu.sh's COMBO
+    alone = [run(k, .841, **{k: v}) for k, v in combo.items()]
+    assert 'bench/gpu.sh` PHASE=7 trains it beside' in report.search_section([runs[0], *alone, run('all', .846, **combo)])
+    assert 'PHASE=7' not in report.search_section([runs[0], *alone, run('all', .86, **combo)])  # beyond the noise: chosen
     # a change of two settings never run alone (a batch size with its LR) is no combination
     assert 'Combined' not in report.search_section(runs[:1] + [run('b', .85, bs=64, lr=0.025)])
 
