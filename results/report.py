@@ -379,7 +379,7 @@ def search_section(search, gs=()):
     best = max(sg, key=lambda g: g.final.mean())
     se = _holdout_se(best.final.mean(), n_val)
     noise = 2*np.sqrt(2)*se  # two standard errors of the difference of two single runs
-    verdict, gains = '', []
+    verdict, gains, ds = '', [], []
     if base is not None:
         ds = [(g, g.final.mean() - base.final.mean()) for g in sg if g is not base]
         each = '; '.join(f"{changes(g.s, IMPROVED)}: {pts(d)} points ({'beyond' if abs(d) > noise else 'within'} that noise)" for g, d in ds)
@@ -389,17 +389,15 @@ def search_section(search, gs=()):
                     "No change is better beyond the noise: `--recipe improved` stays as it is."))
     # a combination: a group whose several changes were each run alone; say how each measured alone, and whether
     # together they are exactly the changes that measured above `--recipe improved` alone
-    def _alone(k, v): return next((h for h in sg if _diff(h.s, IMPROVED) == {k: v}), None)
-    combos = [g for g in sg if base is not None and len(d := _diff(g.s, IMPROVED)) > 1 and all(_alone(k, v) for k, v in d.items())]
-    above = {k: v for h in sg if h is not base and len(d := _diff(h.s, IMPROVED)) == 1 and h.final.mean() > base.final.mean()
-             for k, v in d.items()}
+    one = {} if base is None else {kv: (g, d) for g, d in ds if len(c := _diff(g.s, IMPROVED)) == 1 for kv in c.items()}
+    above = {kv for kv, (g, d) in one.items() if d > 0}
+    combos = [(g, c) for g in sg if len(c := _diff(g.s, IMPROVED)) > 1 and all(kv in one for kv in c.items())]
     combined = ' '.join(
         f"{changes(g.s, IMPROVED)}: " + ('every change that measured above `--recipe improved` alone, together'
-                                          if _diff(g.s, IMPROVED) == above else 'these changes together') + ' (alone: ' +
-        '; '.join(f"{_WORDS[k](v)} {pts(_alone(k, v).final.mean() - base.final.mean())}" for k, v in _diff(g.s, IMPROVED).items()) + ').'
-        for g in combos)
+                                          if set(c.items()) == above else 'these changes together') + ' (alone: ' +
+        '; '.join(f"{_WORDS[k](v)} {pts(one[k, v][1])}" for k, v in c.items()) + ').' for g, c in combos)
     gpu = re.search(r'^COMBO="([^"]*)"', (ROOT/'bench'/'gpu.sh').read_text(), re.M)
-    if gpu and any(g not in gains and sorted(command(g.s).split()) == sorted(gpu[1].split()) for g in combos):
+    if gpu and any(g not in gains and sorted(command(g.s).split()) == sorted(gpu[1].split()) for g, _ in combos):
         combined += (' Within the noise, so not chosen on one run: `bench/gpu.sh` PHASE=7 trains it beside `--recipe improved`'
                      ' on the holdout at two more seeds, PHASE=8 on the test set at three, for a lent GPU.')
     chosen = [g for g in gs if any(not _diff(g.s, b.s) for b in sg)]
