@@ -453,6 +453,10 @@ def _one_change(name, k, v):
 _GPU_ABLATION = (' `bench/gpu.sh` runs these rows on a lent GPU, all at once, one seed a call (PHASE=5: seed 1, PHASE=6: '
                  "seed 2); on this project's 2-core CPU each run takes one to two hours.")
 
+def _precisions(g):
+    "The arithmetic of a group's runs: 'bf16 (x3)', 'fp32', 'bf16, fp32'."
+    return ', '.join(k + (f' (x{n})' if n > 1 else '') for k, n in Counter(r.res.get('precision', 'not recorded') for r in g.runs).items())
+
 def ablation_section(gs, version=None):
     "One change at a time from the faithful recipe and back from the improved one, each on the Net's current layout."
     from fastcifar.model import MODEL_VERSION
@@ -460,12 +464,13 @@ def ablation_section(gs, version=None):
     at = [g for g in gs if g.s['model_version'] == v]
     # the settings in which the two recipes differ: each moved alone, one way and the other
     levers = [k for k in _RECIPES['seed'] if _RECIPES['seed'][k] != _RECIPES['improved'][k]]
-    rows, missing, short = [], [], []
+    rows, missing, short, mixed = [], [], [], []
     for name, other, way in (('seed', 'improved', 'from'), ('improved', 'seed', 'back from')):
         base = max((g for g in at if not _diff(g.s, RECIPES[name])), key=lambda g: g.n, default=None)
         if base is None: missing.append(f'`--recipe {name}` itself'); continue
         rows.append([f'{way} `{name}`', f'none: `--recipe {name}`', f'`--recipe {name}`', f"{base.n} ({_seeds(base)})",
-                     f'**{mean_sd(base.final)}**', '', mean_sd(base.tta), mean_sd(base.train)])
+                     f'**{mean_sd(base.final)}**', '', mean_sd(base.tta), mean_sd(base.train), _precisions(base)])
+        bp = {r.res.get('precision') for r in base.runs}
         near = [g for g in at if len(_diff(g.s, RECIPES[name])) == 1]
         for k in levers:
             want = _one_change(name, k, _RECIPES[other][k])
@@ -473,9 +478,11 @@ def ablation_section(gs, version=None):
                 missing.append(f"{way} `{name}`: {_WORDS[k](want[k])} (`{command(dict(want, recipe=name))}`)")
         for g in sorted(near, key=lambda g: list(_diff(g.s, RECIPES[name]))):
             rows.append([f'{way} `{name}`', changes(g.s, RECIPES[name]), f'`{command(g.s)}`', f'{g.n} ({_seeds(g)})',
-                         f'**{mean_sd(g.final)}**', pts(g.final.mean() - base.final.mean()), mean_sd(g.tta), mean_sd(g.train)])
+                         f'**{mean_sd(g.final)}**', pts(g.final.mean() - base.final.mean()), mean_sd(g.tta), mean_sd(g.train), _precisions(g)])
+            # another arithmetic than the recipe's own runs (fp32 on a CPU without bf16): its difference holds that too
+            if {r.res.get('precision') for r in g.runs} - bp: mixed.append(f'{way} `{name}`: {changes(g.s, RECIPES[name])} ({_precisions(g)} against {_precisions(base)})')
             if g.n < 2: short.append(f'{way} `{name}`: {changes(g.s, RECIPES[name])} ({g.n} run)')
-    head = ['direction', 'change', 'flags', 'runs (seeds)', 'final test accuracy', 'vs the recipe, points', 'with flip TTA', 'final train accuracy']
+    head = ['direction', 'change', 'flags', 'runs (seeds)', 'final test accuracy', 'vs the recipe, points', 'with flip TTA', 'final train accuracy', 'precision']
     say = lambda xs: '; '.join(xs) if xs else 'none'
     return f"""## Ablation: one change at a time
 
@@ -486,6 +493,9 @@ differ ({', '.join(f'`--{k.replace("_", "-")}`' for k in levers)}) should each a
 {_table(head, rows) if rows else 'No run of either recipe on this layout is committed yet.'}
 
 Not run yet: {say(missing)}. Rows with fewer than two runs: {say(short)}.{_GPU_ABLATION if missing else ''}
+
+Rows trained in another precision than their recipe's runs (their difference holds the arithmetic's effect as well as
+the change's): {say(mixed)}.
 """
 
 def report(runs=None, seed=..., search=None):

@@ -165,24 +165,28 @@ def test_search_names_a_combination_and_what_each_change_gave_alone(report):
 def test_ablation_moves_one_setting_from_each_recipe(report):
     "The ablation: groups one setting away from `seed` or `improved` (current layout), their difference by hand, what is missing."
     from types import SimpleNamespace as NS
-    def run(seed, acc, base, version=2, **kw):
+    def run(seed, acc, base, version=2, precision='bf16', **kw):
         s = dict(report.RECIPES[base], recipe=base, model_version=version, **kw)
-        return NS(seed=seed, s=s, res=dict(final_test_accuracy=acc, final_test_accuracy_flip_tta=acc + .01, final_train_accuracy=acc + .02))
-    runs = [run(1, .830, 'seed'), run(2, .832, 'seed'), run(1, .838, 'seed', dropout=0.), run(2, .842, 'seed', dropout=0.),
+        return NS(seed=seed, s=s, res=dict(final_test_accuracy=acc, final_test_accuracy_flip_tta=acc + .01, final_train_accuracy=acc + .02,
+                                           precision=precision))
+    runs = [run(1, .830, 'seed'), run(2, .832, 'seed'), run(1, .838, 'seed', dropout=0.), run(2, .842, 'seed', precision='fp32', dropout=0.),
             run(1, .840, 'improved'), run(1, .835, 'improved', cutout=16),
             run(1, .900, 'seed', version=1, dropout=0.),       # another layout: not in the ablation
             run(1, .800, 'seed', dropout=0., nesterov=True)]   # two changes: not a row
     text = report.ablation_section(report.group_runs(runs), version=2)
     table = [l for l in text.splitlines() if l.startswith('| from') or l.startswith('| back')]
-    assert table[0] == '| from `seed` | none: `--recipe seed` | `--recipe seed` | 2 (1, 2) | **83.10 ± 0.14%** |  | 84.10 ± 0.14% | 85.10 ± 0.14% |'
+    assert table[0] == '| from `seed` | none: `--recipe seed` | `--recipe seed` | 2 (1, 2) | **83.10 ± 0.14%** |  | 84.10 ± 0.14% | 85.10 ± 0.14% | bf16 (x2) |'
     drop = f"{100*np.mean([.838, .842]):.2f} ± {100*np.std([.838, .842], ddof=1):.2f}%"
-    assert table[1] == f'| from `seed` | dropout 0 | `--dropout 0` | 2 (1, 2) | **{drop}** | +0.90 | 85.00 ± 0.28% | 86.00 ± 0.28% |'
+    assert table[1] == f'| from `seed` | dropout 0 | `--dropout 0` | 2 (1, 2) | **{drop}** | +0.90 | 85.00 ± 0.28% | 86.00 ± 0.28% | bf16, fp32 |'
     assert table[2].startswith('| back from `improved` | none: `--recipe improved` |')
-    assert table[3] == '| back from `improved` | cutout 16x16 | `--recipe improved --cutout 16` | 1 (1) | **83.50%** | -0.50 | 84.50% | 85.50% |'
+    assert table[3] == '| back from `improved` | cutout 16x16 | `--recipe improved --cutout 16` | 1 (1) | **83.50%** | -0.50 | 84.50% | 85.50% | bf16 |'
     assert len(table) == 4
-    assert 'from `seed`: wd 5e-4 (`--wd 5e-4`)' in text and 'from `seed`: dropout 0 (' not in text
+    not_run = next(l for l in text.splitlines() if l.startswith('Not run yet:'))
+    assert 'from `seed`: wd 5e-4 (`--wd 5e-4`)' in not_run and 'from `seed`: dropout 0 (' not in not_run
     assert 'back from `improved`: dropout 0.05 (`--recipe improved --dropout 0.05`)' in text
     assert 'Rows with fewer than two runs: back from `improved`: cutout 16x16 (1 run).' in text
+    # a row with a run in another arithmetic than its recipe's runs is named, the others not
+    assert "the change's): from `seed`: dropout 0 (bf16, fp32 against bf16 (x2))." in text
 
 def test_seed_table_distance_by_hand():
     "One run's distance from the seed's per-epoch table, recomputed here: mean |difference| in points, and the end gap."
