@@ -471,9 +471,12 @@ def ablation_section(gs, version=None):
         rows.append([f'{way} `{name}`', f'none: `--recipe {name}`', f'`--recipe {name}`', f"{base.n} ({_seeds(base)})",
                      f'**{mean_sd(base.final)}**', '', mean_sd(base.tta), mean_sd(base.train), _precisions(base)])
         bp = {r.res.get('precision') for r in base.runs}
-        near = [g for g in at if len(_diff(g.s, RECIPES[name])) == 1]
-        for k in levers:
-            want = _one_change(name, k, _RECIPES[other][k])
+        wants = {k: _one_change(name, k, _RECIPES[other][k]) for k in levers}
+        # one setting moved; or a lever's own run as its command names it: `--recipe seed --aug-spec readme --cutout 16`
+        # records the cutout that the README's augmentation holds anyway, so it differs from `seed` in two fields
+        near = [g for g in at if len(_diff(g.s, RECIPES[name])) == 1
+                or _diff(g.s, RECIPES[name]) and any(not _diff(g.s, w) for w in wants.values())]
+        for k, want in wants.items():
             if not any(not _diff(g.s, want) for g in near):
                 missing.append(f"{way} `{name}`: {_WORDS[k](want[k])} (`{command(dict(want, recipe=name))}`)")
         for g in sorted(near, key=lambda g: list(_diff(g.s, RECIPES[name]))):
@@ -492,7 +495,7 @@ differ ({', '.join(f'`--{k.replace("_", "-")}`' for k in levers)}) should each a
 
 {_table(head, rows) if rows else 'No run of either recipe on this layout is committed yet.'}
 
-Not run yet: {say(missing)}. Rows with fewer than two runs: {say(short)}.{_GPU_ABLATION if missing else ''}
+Not run yet: {say(missing)}. Rows with fewer than two runs: {say(short)}.{_GPU_ABLATION if missing or short else ''}
 
 Rows trained in another precision than their recipe's runs (their difference holds the arithmetic's effect as well as
 the change's): {say(mixed)}.

@@ -249,3 +249,22 @@ def test_machine_says_one_thread_in_the_singular(report):
     run_md = 'epochs 1-17 on a lent NVIDIA H200'
     assert report.machine('hybrid-x', {'device': 'CPU: AMD EPYC, 1 threads'}, run_md, short=True) == 'NVIDIA H200, then CPU: AMD EPYC, 1 thread'
     assert '1 threads' not in REPORT
+
+def test_ablation_points_to_the_gpu_script_while_a_row_is_short(report):
+    "Every row run but one at a single seed: nothing is missing, the short row is named, and the GPU script's phases are given."
+    from types import SimpleNamespace as NS
+    def run(seed, s): return NS(seed=seed, s=dict(s, model_version=2), res=dict(final_test_accuracy=.83, final_test_accuracy_flip_tta=.84,
+                                                                              final_train_accuracy=.85, precision='bf16'))
+    levers = [k for k in report._RECIPES['seed'] if report._RECIPES['seed'][k] != report._RECIPES['improved'][k]]
+    runs = []
+    for name, other in (('seed', 'improved'), ('improved', 'seed')):
+        runs += [run(s, dict(report.RECIPES[name], recipe=name)) for s in (1, 2)]
+        for k in levers:
+            one = dict(report._one_change(name, k, report._RECIPES[other][k]), recipe=name)
+            runs += [run(s, one) for s in ((1,) if (name, k) == ('improved', 'wd') else (1, 2))]
+    text = report.ablation_section(report.group_runs(runs), version=2)
+    # `--recipe seed --aug-spec readme --cutout 16` (the command the table asks for) records cutout 16: still its row
+    assert any(l.startswith('| from `seed` | ') and '`--aug-spec readme --cutout 16`' in l for l in text.splitlines())
+    assert 'Not run yet: none. Rows with fewer than two runs: back from `improved`: wd 1e-4 (1 run).' in text
+    assert 'PHASE=6: seed 2' in text
+    assert len([l for l in text.splitlines() if l.startswith(('| from', '| back'))]) == 2 + 2*len(levers)
