@@ -158,7 +158,8 @@ def describe(s):
     d = _diff(s, RECIPES[s['recipe']])
     return ', '.join([f"`{s['recipe']}`"] + [_WORDS[k](v) for k, v in d.items()])
 def _label(g): return f"{describe(g.s)} (layout {g.s['model_version']})"
-def _machines(runs): return '; '.join(m + (f' (x{n})' if n > 1 else '') for m, n in Counter(r.short for r in runs).items())
+def _counted(xs, sep='; '): return sep.join(x + (f' (x{n})' if n > 1 else '') for x, n in Counter(xs).items())
+def _machines(runs): return _counted(r.short for r in runs)
 def _seeds(g): return ', '.join(str(r.seed) for r in g.runs)
 
 def headline(runs=None, seed=...):
@@ -389,13 +390,13 @@ def search_section(search, gs=()):
                     "No change is better beyond the noise: `--recipe improved` stays as it is."))
     # a combination: a group whose several changes were each run alone; say how each measured alone, and whether
     # together they are exactly the changes that measured above `--recipe improved` alone
-    one = {} if base is None else {kv: (g, d) for g, d in ds if len(c := _diff(g.s, IMPROVED)) == 1 for kv in c.items()}
-    above = {kv for kv, (g, d) in one.items() if d > 0}
+    one = {kv: d for g, d in ds if len(c := _diff(g.s, IMPROVED)) == 1 for kv in c.items()}  # (setting, value): its delta
+    above = {kv for kv, d in one.items() if d > 0}
     combos = [(g, c) for g in sg if len(c := _diff(g.s, IMPROVED)) > 1 and all(kv in one for kv in c.items())]
     combined = ' '.join(
         f"{changes(g.s, IMPROVED)}: " + ('every change that measured above `--recipe improved` alone, together'
                                           if set(c.items()) == above else 'these changes together') + ' (alone: ' +
-        '; '.join(f"{_WORDS[k](v)} {pts(one[k, v][1])}" for k, v in c.items()) + ').' for g, c in combos)
+        '; '.join(f"{_WORDS[k](v)} {pts(one[k, v])}" for k, v in c.items()) + ').' for g, c in combos)
     gpu = re.search(r'^COMBO="([^"]*)"', (ROOT/'bench'/'gpu.sh').read_text(), re.M)
     if gpu and any(g not in gains and sorted(command(g.s).split()) == sorted(gpu[1].split()) for g, _ in combos):
         combined += (' Within the noise, so not chosen on one run: `bench/gpu.sh` PHASE=7 trains it beside `--recipe improved`'
@@ -455,7 +456,7 @@ _GPU_ABLATION = (' `bench/gpu.sh` runs these rows on a lent GPU, all at once, on
 
 def _precisions(g):
     "The arithmetic of a group's runs: 'bf16 (x3)', 'fp32', 'bf16, fp32'."
-    return ', '.join(k + (f' (x{n})' if n > 1 else '') for k, n in Counter(r.res.get('precision', 'not recorded') for r in g.runs).items())
+    return _counted((r.res.get('precision', 'not recorded') for r in g.runs), ', ')
 
 def ablation_section(gs, version=None):
     "One change at a time from the faithful recipe and back from the improved one, each on the Net's current layout."
